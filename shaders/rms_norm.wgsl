@@ -1,0 +1,85 @@
+// T5 layer norm: RMS norm without mean subtraction and without bias.
+//   y = x * r * w,  r = 1 / sqrt(mean(x^2) + eps)
+// Input-gradient backward (the weight w is frozen in prompt tuning, so no dw):
+//   dx_i = r * w_i * dy_i - x_i * r^3 / n * sum_j(w_j * dy_j * x_j)
+// One workgroup per row; 64 invocations stride over the columns and reduce in workgroup memory.
+// 64 <= 256 keeps us inside SwiftShader's and WebGPU's default invocation limits.
+
+struct Params {
+    rows: u32,
+    cols: u32,
+    eps: f32,
+    // Rows per dispatch column: workgroups are laid out 2-D to stay under 65535 per dimension.
+    groups_x: u32,
+}
+
+const WG: u32 = 64u;
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+var<workgroup> partial_a: array<f32, WG>;
+var<workgroup> partial_b: array<f32, WG>;
+
+// Tree reduction of both partial arrays; every invocation must call it (it has barriers).
+fn reduce_pair(lid: u32) {
+    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
+        if (lid < stride) {
+            partial_a[lid] = partial_a[lid] + partial_a[lid + stride];
+            partial_b[lid] = partial_b[lid] + partial_b[lid + stride];
+        }
+        workgroupBarrier();
+    }
+}
+
+@compute @workgroup_size(64)
+fn forward(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = gid.x + gid.y * p.groups_x;
+    // `row` is uniform across the workgroup, so this early exit keeps barriers uniform.
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.cols;
+    var ss = 0.0;
+    for (var c = lid; c < p.cols; c = c + WG) {
+        let v = x[base + c];
+        ss = ss + v * v;
+    }
+    partial_a[lid] = ss;
+    partial_b[lid] = 0.0;
+    workgroupBarrier();
+    reduce_pair(lid);
+    let r = inverseSqrt(partial_a[0] / f32(p.cols) + p.eps);
+    for (var c = lid; c < p.cols; c = c + WG) {
+        out[base + c] = x[base + c] * r * w[c];
+    }
+}
+
+@compute @workgroup_size(64)
+fn backward(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = gid.x + gid.y * p.groups_x;
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.cols;
+    var ss = 0.0;
+    var dot = 0.0;
+    for (var c = lid; c < p.cols; c = c + WG) {
+        let v = x[base + c];
+        ss = ss + v * v;
+        dot = dot + w[c] * dy[base + c] * v;
+    }
+    partial_a[lid] = ss;
+    partial_b[lid] = dot;
+    workgroupBarrier();
+    reduce_pair(lid);
+    let n = f32(p.cols);
+    let r = inverseSqrt(partial_a[0] / n + p.eps);
+    let k = r * r * r / n * partial_b[0];
+    for (var c = lid; c < p.cols; c = c + WG) {
+        out[base + c] = r * w[c] * dy[base + c] - x[base + c] * k;
+    }
+}

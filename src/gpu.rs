@@ -1,0 +1,171 @@
+//! The one GPU device of the process: burn's wgpu runtime, initialised once, whose wgpu device and
+//! queue our own WGSL kernels share. A second `init_with_setup` fails ("Service already
+//! initialized"), so everything goes through [`Gpu::shared`].
+
+use burn::tensor::Device;
+use burn::tensor::wgpu::{WgpuSetup, wgpu};
+use serde::{Deserialize, Serialize};
+
+/// Why no GPU could be had. Cloneable so that the failed first attempt is reported to every caller.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GpuError {
+    #[error("WebGPU is not available in this browser (navigator.gpu is missing)")]
+    WebGpuMissing,
+    #[error("no GPU adapter could be initialised: {0}")]
+    Init(String),
+}
+
+/// burn's device plus the raw wgpu handles behind it.
+#[derive(Clone, Debug)]
+pub struct Gpu {
+    pub device: Device,
+    pub setup: WgpuSetup,
+}
+
+/// What a person (and a test) needs to know about the adapter we run on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdapterReport {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    /// A software adapter (lavapipe, SwiftShader): correct but slow.
+    pub is_fallback: bool,
+    pub max_invocations_per_workgroup: u32,
+    pub max_storage_buffers_per_stage: u32,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_workgroup_storage_size: u32,
+    pub shader_f16: bool,
+    pub subgroups: bool,
+}
+
+impl Gpu {
+    /// The process-wide GPU, initialised on first call.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub async fn shared() -> Result<Gpu, GpuError> {
+        use std::sync::OnceLock;
+        static GPU: OnceLock<Result<Gpu, GpuError>> = OnceLock::new();
+        GPU.get_or_init(|| {
+            Device::wgpu_options()
+                .init_with_setup()
+                .map(|(device, setup)| Gpu { device, setup })
+                .map_err(|e| GpuError::Init(e.to_string()))
+        })
+        .clone()
+    }
+
+    /// The page-wide GPU, initialised on first call. wgpu handles are not `Send` on the web, so the
+    /// cell is thread-local (the page has one thread).
+    #[cfg(target_arch = "wasm32")]
+    pub async fn shared() -> Result<Gpu, GpuError> {
+        use std::cell::RefCell;
+        thread_local! {
+            static GPU: RefCell<Option<Result<Gpu, GpuError>>> = const { RefCell::new(None) };
+        }
+        if let Some(done) = GPU.with(|g| g.borrow().clone()) {
+            return done;
+        }
+        if !webgpu_present() {
+            return Err(GpuError::WebGpuMissing);
+        }
+        let result = Device::wgpu_options()
+            .init_with_setup_async()
+            .await
+            .map(|(device, setup)| Gpu { device, setup })
+            .map_err(|e| GpuError::Init(e.to_string()));
+        GPU.with(|g| *g.borrow_mut() = Some(result.clone()));
+        result
+    }
+
+    pub fn wgpu_device(&self) -> &wgpu::Device {
+        &self.setup.device
+    }
+
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.setup.queue
+    }
+
+    pub fn report(&self) -> AdapterReport {
+        let info = self.setup.adapter.get_info();
+        // The device's limits, not the adapter's: they are what our kernels may use.
+        let limits = self.setup.device.limits();
+        let features = self.setup.device.features();
+        AdapterReport {
+            name: info.name,
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: [info.driver, info.driver_info]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(" "),
+            is_fallback: info.device_type == wgpu::DeviceType::Cpu,
+            max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+            max_storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+            max_buffer_size: limits.max_buffer_size,
+            max_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
+        }
+    }
+}
+
+/// Whether the browser exposes `navigator.gpu` at all (checked before asking wgpu, whose error for
+/// this case is less clear).
+#[cfg(target_arch = "wasm32")]
+pub fn webgpu_present() -> bool {
+    let Some(window) = web_sys::window() else {
+        return false;
+    };
+    js_sys::Reflect::get(&window.navigator(), &"gpu".into())
+        .map(|gpu| !gpu.is_undefined() && !gpu.is_null())
+        .unwrap_or(false)
+}
+
+impl std::fmt::Display for AdapterReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = if self.name.is_empty() {
+            "(unnamed adapter)"
+        } else {
+            &self.name
+        };
+        writeln!(f, "adapter        {name}")?;
+        writeln!(f, "backend        {} ({})", self.backend, self.device_type)?;
+        if !self.driver.is_empty() {
+            writeln!(f, "driver         {}", self.driver)?;
+        }
+        writeln!(
+            f,
+            "fallback       {}",
+            if self.is_fallback {
+                "yes (software, slow)"
+            } else {
+                "no"
+            }
+        )?;
+        writeln!(
+            f,
+            "workgroup      {} invocations, {} B shared",
+            self.max_invocations_per_workgroup, self.max_workgroup_storage_size
+        )?;
+        writeln!(
+            f,
+            "storage        {} buffers/stage, {} MiB/binding, {} MiB/buffer",
+            self.max_storage_buffers_per_stage,
+            self.max_storage_buffer_binding_size >> 20,
+            self.max_buffer_size >> 20
+        )?;
+        write!(
+            f,
+            "features       shader-f16 {}, subgroups {}",
+            yes_no(self.shader_f16),
+            yes_no(self.subgroups)
+        )
+    }
+}
+
+pub(crate) fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}

@@ -1,0 +1,257 @@
+//! T5's layer norm (RMS norm, no mean, no bias): WGSL kernel `shaders/rms_norm.wgsl`, its Rust
+//! reference twin, and the same op written with burn's generic tensor ops.
+
+use super::{Binding, KernelError, check_len, grid, pipeline_layout, read_back, storage_buffer};
+use crate::gpu::Gpu;
+use burn::tensor::Tensor;
+use burn::tensor::wgpu::wgpu;
+
+pub const SHADER: &str = include_str!("../../shaders/rms_norm.wgsl");
+
+/// T5's epsilon.
+pub const EPS: f32 = 1e-6;
+
+/// Reference forward: `x` is `[rows, cols]` row-major, `w` is `[cols]`.
+pub fn forward_ref(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let cols = w.len();
+    x.chunks(cols)
+        .flat_map(|row| {
+            let r = inv_rms(row, eps);
+            row.iter().zip(w).map(move |(v, g)| v * r * g)
+        })
+        .collect()
+}
+
+/// Reference input-gradient: `dx` for upstream gradient `dy`, same shapes as `x`.
+pub fn backward_ref(x: &[f32], w: &[f32], dy: &[f32], eps: f32) -> Vec<f32> {
+    let cols = w.len();
+    x.chunks(cols)
+        .zip(dy.chunks(cols))
+        .flat_map(|(row, drow)| {
+            let r = inv_rms(row, eps);
+            // Accumulate in f64 so the reference is the more exact side of the parity test.
+            let dot: f64 = row
+                .iter()
+                .zip(drow)
+                .zip(w)
+                .map(|((v, d), g)| (*v as f64) * (*d as f64) * (*g as f64))
+                .sum();
+            let k = (r as f64).powi(3) / cols as f64 * dot;
+            row.iter()
+                .zip(drow)
+                .zip(w)
+                .map(move |((v, d), g)| (r as f64 * *g as f64 * *d as f64 - *v as f64 * k) as f32)
+        })
+        .collect()
+}
+
+fn inv_rms(row: &[f32], eps: f32) -> f32 {
+    let ss: f64 = row.iter().map(|v| (*v as f64) * (*v as f64)).sum();
+    (1.0 / (ss / row.len() as f64 + eps as f64).sqrt()) as f32
+}
+
+/// The same op with burn's generic tensor ops: the "generic" side of kernel comparisons.
+pub fn forward_burn(x: Tensor<2>, w: Tensor<1>, eps: f32) -> Tensor<2> {
+    let r = x
+        .clone()
+        .powi_scalar(2)
+        .mean_dim(1)
+        .add_scalar(eps)
+        .sqrt()
+        .recip();
+    x * r * w.unsqueeze::<2>()
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    cols: u32,
+    eps: f32,
+    groups_x: u32,
+}
+
+/// Compiled pipelines of `rms_norm.wgsl` on one device.
+pub struct RmsNormKernel {
+    forward: wgpu::ComputePipeline,
+    backward: wgpu::ComputePipeline,
+}
+
+impl RmsNormKernel {
+    pub fn new(gpu: &Gpu) -> Self {
+        let device = gpu.wgpu_device();
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("rms_norm.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(SHADER.into()),
+        });
+        use Binding::*;
+        let layout = pipeline_layout(gpu, "rms_norm", &[Read, Read, Read, ReadWrite, Uniform]);
+        let pipeline = |entry: &str| {
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: Some(&layout),
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+        };
+        Self {
+            forward: pipeline("forward"),
+            backward: pipeline("backward"),
+        }
+    }
+
+    pub async fn forward(
+        &self,
+        gpu: &Gpu,
+        x: &[f32],
+        w: &[f32],
+        eps: f32,
+    ) -> Result<Vec<f32>, KernelError> {
+        self.run(gpu, &self.forward, x, w, None, eps).await
+    }
+
+    pub async fn backward(
+        &self,
+        gpu: &Gpu,
+        x: &[f32],
+        w: &[f32],
+        dy: &[f32],
+        eps: f32,
+    ) -> Result<Vec<f32>, KernelError> {
+        check_len(
+            "dy",
+            dy.len(),
+            x.len(),
+            "the upstream gradient has the shape of x",
+        )?;
+        self.run(gpu, &self.backward, x, w, Some(dy), eps).await
+    }
+
+    async fn run(
+        &self,
+        gpu: &Gpu,
+        pipeline: &wgpu::ComputePipeline,
+        x: &[f32],
+        w: &[f32],
+        dy: Option<&[f32]>,
+        eps: f32,
+    ) -> Result<Vec<f32>, KernelError> {
+        let cols = w.len();
+        if cols == 0 {
+            return Err(KernelError::Shape {
+                tensor: "w",
+                expected: 1,
+                got: 0,
+                why: "the norm weight must have at least one column".into(),
+            });
+        }
+        let rows = x.len() / cols;
+        check_len(
+            "x",
+            x.len(),
+            rows * cols,
+            format!("x must be [rows, {cols}]"),
+        )?;
+        let usage = wgpu::BufferUsages::empty();
+        let xb = storage_buffer(gpu, "x", x, usage)?;
+        let wb = storage_buffer(gpu, "w", w, usage)?;
+        // The forward entry point does not read dy; bind x again in its place.
+        let dyb = match dy {
+            Some(dy) => storage_buffer(gpu, "dy", dy, usage)?,
+            None => xb.clone(),
+        };
+        let out = storage_buffer(
+            gpu,
+            "out",
+            &vec![0.0; x.len()],
+            wgpu::BufferUsages::COPY_SRC,
+        )?;
+        let (gx, gy) = grid(rows as u32);
+        let params = Params {
+            rows: rows as u32,
+            cols: cols as u32,
+            eps,
+            groups_x: gx,
+        };
+        let device = gpu.wgpu_device();
+        use wgpu::util::DeviceExt;
+        let pb = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("rms_norm params"),
+            contents: bytemuck::bytes_of(&params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let layout = pipeline.get_bind_group_layout(0);
+        let entries: Vec<wgpu::BindGroupEntry> = [&xb, &wb, &dyb, &out, &pb]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("rms_norm"),
+            layout: &layout,
+            entries: &entries,
+        });
+        let mut encoder = device.create_command_encoder(&Default::default());
+        if rows > 0 {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(gx, gy, 1);
+        }
+        gpu.queue().submit([encoder.finish()]);
+        read_back(gpu, &out, x.len()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_normalises_rows_to_unit_rms() {
+        let x = [3.0, 4.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0];
+        let y = forward_ref(&x, &[1.0; 4], 0.0);
+        let rms0 = (25.0f32 / 4.0).sqrt();
+        assert!((y[0] - 3.0 / rms0).abs() < 1e-6 && (y[1] - 4.0 / rms0).abs() < 1e-6);
+        assert_eq!(&y[4..], &[1.0; 4]);
+    }
+
+    #[test]
+    fn reference_backward_matches_finite_differences() {
+        let cols = 5;
+        let x: Vec<f32> = (0..2 * cols)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0)
+            .collect();
+        let w: Vec<f32> = (0..cols).map(|i| 0.5 + i as f32 / 4.0).collect();
+        let dy: Vec<f32> = (0..2 * cols)
+            .map(|i| ((i * 3 % 5) as f32 - 2.0) / 2.0)
+            .collect();
+        let dx = backward_ref(&x, &w, &dy, EPS);
+        // Loss L = sum(dy * y); dL/dx_i by central differences in f64 around x_i.
+        let loss = |x: &[f32]| -> f64 {
+            forward_ref(x, &w, EPS)
+                .iter()
+                .zip(&dy)
+                .map(|(a, b)| (*a as f64) * (*b as f64))
+                .sum()
+        };
+        for i in 0..x.len() {
+            let h = 1e-3;
+            let mut xp = x.clone();
+            xp[i] += h;
+            let mut xm = x.clone();
+            xm[i] -= h;
+            let fd = (loss(&xp) - loss(&xm)) / (2.0 * h as f64);
+            assert!(
+                (fd - dx[i] as f64).abs() < 2e-3,
+                "dx[{i}]: analytic {} vs finite difference {fd}",
+                dx[i]
+            );
+        }
+    }
+}

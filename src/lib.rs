@@ -1,0 +1,9 @@
+//! metaprompt: few-shot soft-prompt learning on a frozen T5, shared by the web app (wasm32) and
+//! the native CLI, so both report the same numbers.
+
+pub mod gpu;
+pub mod kernels;
+pub mod selfcheck;
+
+#[cfg(target_arch = "wasm32")]
+pub mod app;

@@ -1,0 +1,76 @@
+// Shared by the end-to-end tests: a static server for the Trunk build on loopback and Debian's
+// Chromium driven by playwright-core with WebGPU switched on.
+import http from 'node:http';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const root = path.resolve(here, '../..');
+export const dist = process.env.METAPROMPT_DIST ?? path.join(root, 'dist');
+export const outDir = path.join(here, 'out');
+
+const MIME = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript',
+  '.wasm': 'application/wasm',
+  '.css': 'text/css',
+  '.json': 'application/json',
+  '.png': 'image/png',
+  '.svg': 'image/svg+xml',
+};
+
+/** Serves `dist` on 127.0.0.1 at a free port; resolves to { url, close }. */
+export async function serveDist() {
+  if (!fs.existsSync(path.join(dist, 'index.html'))) {
+    throw new Error(`no build at ${dist}: run \`trunk build\` first (scripts/test.sh does)`);
+  }
+  const server = http.createServer((req, res) => {
+    const rel = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    const file = path.join(dist, rel === '/' ? 'index.html' : rel);
+    if (!file.startsWith(dist) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
+      res.writeHead(404).end('not found');
+      return;
+    }
+    res.writeHead(200, { 'content-type': MIME[path.extname(file)] ?? 'application/octet-stream' });
+    fs.createReadStream(file).pipe(res);
+  });
+  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+  const { port } = server.address();
+  return { url: `http://127.0.0.1:${port}/`, close: () => new Promise((ok) => server.close(ok)) };
+}
+
+/** Debian's Chromium, headless, with WebGPU (SwiftShader when there is no GPU). */
+export async function launchBrowser({ webgpu = true } = {}) {
+  const userDataDir = fs.mkdtempSync(path.join(process.env.TMPDIR ?? '/tmp', 'metaprompt-e2e-'));
+  const args = [
+    '--no-sandbox',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--disable-quic',
+    '--disable-dev-shm-usage',
+    `--user-data-dir=${userDataDir}`,
+  ];
+  if (webgpu) args.push('--enable-unsafe-webgpu');
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    args,
+  });
+}
+
+/** Collects the page's console errors and uncaught exceptions, so a test can print them on failure. */
+export function watchConsole(page) {
+  const lines = [];
+  page.on('console', (m) => lines.push(`[console.${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => lines.push(`[pageerror] ${e.message}`));
+  return lines;
+}
+
+export function screenshotPath(name) {
+  fs.mkdirSync(outDir, { recursive: true });
+  return path.join(outDir, `${name}.png`);
+}
