@@ -20,6 +20,9 @@ pub enum GpuError {
 pub struct Gpu {
     pub device: Device,
     pub setup: WgpuSetup,
+    /// Browsers often leave the adapter description (wgpu's `name`) empty, e.g. SwiftShader; then
+    /// this holds a name made of the vendor, architecture and device the browser does report.
+    browser_name: Option<String>,
 }
 
 /// What a person (and a test) needs to know about the adapter we run on.
@@ -49,7 +52,11 @@ impl Gpu {
         GPU.get_or_init(|| {
             Device::wgpu_options()
                 .init_with_setup()
-                .map(|(device, setup)| Gpu { device, setup })
+                .map(|(device, setup)| Gpu {
+                    device,
+                    setup,
+                    browser_name: None,
+                })
                 .map_err(|e| GpuError::Init(e.to_string()))
         })
         .clone()
@@ -69,10 +76,15 @@ impl Gpu {
         if !webgpu_present() {
             return Err(GpuError::WebGpuMissing);
         }
+        let browser_name = browser_adapter_name().await;
         let result = Device::wgpu_options()
             .init_with_setup_async()
             .await
-            .map(|(device, setup)| Gpu { device, setup })
+            .map(|(device, setup)| Gpu {
+                device,
+                setup,
+                browser_name,
+            })
             .map_err(|e| GpuError::Init(e.to_string()));
         GPU.with(|g| *g.borrow_mut() = Some(result.clone()));
         result
@@ -91,8 +103,12 @@ impl Gpu {
         // The device's limits, not the adapter's: they are what our kernels may use.
         let limits = self.setup.device.limits();
         let features = self.setup.device.features();
+        let name = match &self.browser_name {
+            Some(n) if info.name.is_empty() => n.clone(),
+            _ => info.name,
+        };
         AdapterReport {
-            name: info.name,
+            name,
             backend: format!("{:?}", info.backend),
             device_type: format!("{:?}", info.device_type),
             driver: [info.driver, info.driver_info]
@@ -103,7 +119,7 @@ impl Gpu {
             is_fallback: info.device_type == wgpu::DeviceType::Cpu,
             max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
             max_storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
-            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
             max_buffer_size: limits.max_buffer_size,
             max_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
@@ -122,6 +138,33 @@ pub fn webgpu_present() -> bool {
     js_sys::Reflect::get(&window.navigator(), &"gpu".into())
         .map(|gpu| !gpu.is_undefined() && !gpu.is_null())
         .unwrap_or(false)
+}
+
+/// "vendor architecture device" from the browser's `GPUAdapterInfo` (wgpu keeps only the
+/// description). The same high-performance adapter wgpu asks for.
+#[cfg(target_arch = "wasm32")]
+async fn browser_adapter_name() -> Option<String> {
+    use js_sys::{Function, Object, Promise, Reflect};
+    use wasm_bindgen::JsCast;
+    let get = |o: &wasm_bindgen::JsValue, k: &str| Reflect::get(o, &k.into()).ok();
+    let gpu = get(&web_sys::window()?.navigator(), "gpu")?;
+    let request: Function = get(&gpu, "requestAdapter")?.dyn_into().ok()?;
+    let options = Object::new();
+    Reflect::set(
+        &options,
+        &"powerPreference".into(),
+        &"high-performance".into(),
+    )
+    .ok()?;
+    let promise: Promise = request.call1(&gpu, &options).ok()?.dyn_into().ok()?;
+    let adapter = wasm_bindgen_futures::JsFuture::from(promise).await.ok()?;
+    let info = get(&adapter, "info")?;
+    let parts: Vec<String> = ["description", "vendor", "architecture", "device"]
+        .iter()
+        .filter_map(|k| get(&info, k)?.as_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" "))
 }
 
 impl std::fmt::Display for AdapterReport {

@@ -110,7 +110,7 @@ pub(crate) fn storage_buffer(
     usage: wgpu::BufferUsages,
 ) -> Result<wgpu::Buffer, KernelError> {
     let bytes = std::mem::size_of_val(data) as u64;
-    let limit = gpu.wgpu_device().limits().max_storage_buffer_binding_size as u64;
+    let limit = gpu.wgpu_device().limits().max_storage_buffer_binding_size;
     if bytes > limit {
         return Err(KernelError::TooLarge {
             tensor,

@@ -41,9 +41,9 @@ export async function serveDist() {
   return { url: `http://127.0.0.1:${port}/`, close: () => new Promise((ok) => server.close(ok)) };
 }
 
-/** Debian's Chromium, headless, with WebGPU (SwiftShader when there is no GPU). */
+/** Debian's Chromium, headless, with WebGPU (SwiftShader when there is no GPU). Playwright gives
+ * each launch a fresh temporary profile. */
 export async function launchBrowser({ webgpu = true } = {}) {
-  const userDataDir = fs.mkdtempSync(path.join(process.env.TMPDIR ?? '/tmp', 'metaprompt-e2e-'));
   const args = [
     '--no-sandbox',
     '--no-first-run',
@@ -52,7 +52,6 @@ export async function launchBrowser({ webgpu = true } = {}) {
     '--disable-sync',
     '--disable-quic',
     '--disable-dev-shm-usage',
-    `--user-data-dir=${userDataDir}`,
   ];
   if (webgpu) args.push('--enable-unsafe-webgpu');
   return chromium.launch({
