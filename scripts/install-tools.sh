@@ -3,15 +3,21 @@
 # Debian packages: chromium + chromedriver (browser tests), mesa-vulkan-drivers (lavapipe: a Vulkan
 # CPU adapter so wgpu tests run without a GPU). Cargo tools: trunk, wasm-bindgen-cli (the exact
 # version pinned in Cargo.lock). npm: playwright-core (drives Debian's chromium; never downloads one).
+#
+# Usage: install-tools.sh [--system | --cargo-tools]   (default: both)
+#   --system       apt packages, the wasm32 target, npm packages (about 2 minutes cold)
+#   --cargo-tools  wasm-bindgen-cli and trunk, compiled from crates.io (the slow part)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[install] %s\n' "$*" >&2; }
+what=${1:-all}
 
 TRUNK_VERSION=0.21.14
 # wasm-bindgen-cli must match the wasm-bindgen library version in Cargo.lock exactly.
 WASM_BINDGEN_VERSION=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/,""); print; exit}' Cargo.lock 2>/dev/null || true)
 WASM_BINDGEN_VERSION=${WASM_BINDGEN_VERSION:-0.2.130}
 
+if [ "$what" != --cargo-tools ]; then
 need_apt=()
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
@@ -30,6 +36,15 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
 fi
 
+if [ ! -d tests/e2e/node_modules/playwright-core ]; then
+  log "npm ci (playwright-core)"
+  (cd tests/e2e && npm ci --no-audit --no-fund --silent)
+fi
+fi
+
+# Release builds of tools without fat LTO: the same programs, a fraction of the compile time.
+export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
+if [ "$what" != --system ]; then
 if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
   # Not --locked: one of its locked dependency versions is missing from the registry.
   log "cargo install wasm-bindgen-cli $WASM_BINDGEN_VERSION (a few minutes)"
@@ -42,8 +57,5 @@ if [ "$(trunk --version 2>/dev/null | awk '{print $2}')" != "$TRUNK_VERSION" ]; 
   cargo install trunk --version "$TRUNK_VERSION" --locked --force
 fi
 
-if [ ! -d tests/e2e/node_modules/playwright-core ]; then
-  log "npm ci (playwright-core)"
-  (cd tests/e2e && npm ci --no-audit --no-fund --silent)
 fi
-log "tools ready"
+log "tools ready ($what)"

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Installs everything, prepares what the page needs, builds the web app in release mode and
+# Installs everything, fetches and converts the model, builds the web app in release mode and
 # serves it on http://127.0.0.1:8080. Idempotent: a second run skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-tools.sh
+scripts/fetch-model.sh
+if [ ! -s models/flan-t5-small/model.safetensors ]; then
+  cargo run --release --bin metaprompt -- convert
+fi
 echo "[serve] building the page (release; the first build takes ~10 min on 2 cores)"
 exec trunk serve --release --address 127.0.0.1 --port "${PORT:-8080}"

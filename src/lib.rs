@@ -3,7 +3,9 @@
 
 pub mod gpu;
 pub mod kernels;
+pub mod model;
 pub mod selfcheck;
+pub mod text;
 
 #[cfg(target_arch = "wasm32")]
 pub mod app;

@@ -12,10 +12,14 @@ fn main() {
 
 #[cfg(not(target_arch = "wasm32"))]
 mod cli {
-    use clap::{Parser, Subcommand};
+    use clap::{Parser, Subcommand, ValueEnum};
     use metaprompt::gpu::Gpu;
+    use metaprompt::model::checkpoint::Checkpoint;
+    use metaprompt::model::{Batch, LoadedModel, T5Config};
     use metaprompt::selfcheck;
+    use std::path::{Path, PathBuf};
     use std::process::ExitCode;
+    use std::time::Instant;
 
     #[derive(Parser)]
     #[command(
@@ -30,6 +34,28 @@ mod cli {
 
     #[derive(Subcommand)]
     enum Command {
+        /// Convert the shipped ONNX files into our checkpoint (safetensors, int8 kept as is).
+        Convert {
+            /// Folder with encoder.onnx, decoder.onnx and tokenizer.json (scripts/fetch-model.sh).
+            #[arg(long, default_value = "models/flan-t5-small-onnx")]
+            onnx: PathBuf,
+            /// Output folder: model.safetensors, config.json, tokenizer.json.
+            #[arg(long, default_value = "models/flan-t5-small")]
+            out: PathBuf,
+        },
+        /// Greedy generation with the frozen T5; prints the output and the time per token.
+        Generate {
+            /// Input text (several are decoded as one batch).
+            #[arg(required = true)]
+            text: Vec<String>,
+            #[arg(long, default_value = "models/flan-t5-small")]
+            model: PathBuf,
+            /// At most this many new tokens.
+            #[arg(long, default_value_t = 32)]
+            max_new: usize,
+            #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+            device: Backend,
+        },
         /// Show the GPU adapter wgpu picks and check our WGSL kernels against the Rust reference.
         Gpu {
             /// Rows of the self-check input.
@@ -41,10 +67,116 @@ mod cli {
         },
     }
 
+    #[derive(Clone, Copy, ValueEnum)]
+    enum Backend {
+        /// burn's CPU backend (flex).
+        Cpu,
+        /// burn's wgpu backend on the native adapter.
+        Wgpu,
+    }
+
     pub fn main() -> ExitCode {
-        match Cli::parse().command {
-            Command::Gpu { rows, cols } => gpu(rows, cols),
+        let result = match Cli::parse().command {
+            Command::Gpu { rows, cols } => return gpu(rows, cols),
+            Command::Convert { onnx, out } => convert(&onnx, &out),
+            Command::Generate {
+                text,
+                model,
+                max_new,
+                device,
+            } => generate(&text, &model, max_new, device),
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
         }
+    }
+
+    type CliResult = Result<(), String>;
+
+    fn read(path: &Path) -> Result<Vec<u8>, String> {
+        std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    fn convert(onnx: &Path, out: &Path) -> CliResult {
+        let t = Instant::now();
+        let config = T5Config::flan_t5_small();
+        let bytes = metaprompt::model::convert::convert(
+            &read(&onnx.join("encoder.onnx"))?,
+            &read(&onnx.join("decoder.onnx"))?,
+            &config,
+        )
+        .map_err(|e| e.to_string())?;
+        // Verify what we wrote the way every loader will.
+        Checkpoint::parse(&bytes, &config).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+        let write = |name: &str, data: &[u8]| {
+            std::fs::write(out.join(name), data)
+                .map_err(|e| format!("{}: {e}", out.join(name).display()))
+        };
+        write("model.safetensors", &bytes)?;
+        write(
+            "config.json",
+            serde_json::to_string_pretty(&config)
+                .expect("config as JSON")
+                .as_bytes(),
+        )?;
+        write("tokenizer.json", &read(&onnx.join("tokenizer.json"))?)?;
+        println!(
+            "wrote {} ({:.1} MB, {} parameters) in {:.1} s",
+            out.join("model.safetensors").display(),
+            bytes.len() as f64 / 1e6,
+            config.parameter_count(),
+            t.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    fn device(backend: Backend) -> Result<burn::tensor::Device, String> {
+        Ok(match backend {
+            Backend::Cpu => burn::tensor::Device::flex(),
+            Backend::Wgpu => {
+                pollster::block_on(Gpu::shared())
+                    .map_err(|e| e.to_string())?
+                    .device
+            }
+        })
+    }
+
+    fn generate(texts: &[String], dir: &Path, max_new: usize, backend: Backend) -> CliResult {
+        let t = Instant::now();
+        let model = LoadedModel::from_dir(dir, &device(backend)?).map_err(|e| e.to_string())?;
+        println!(
+            "loaded {} in {:.2} s",
+            dir.display(),
+            t.elapsed().as_secs_f64()
+        );
+        let ids = texts
+            .iter()
+            .map(|s| model.tokenizer.encode(s).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = Batch::new(&ids);
+        let t = Instant::now();
+        let enc = model.t5.encode(&batch);
+        let out = pollster::block_on(model.t5.generate(enc, &batch.mask(), max_new));
+        let secs = t.elapsed().as_secs_f64();
+        let tokens: usize = out.iter().map(|o| o.len() + 1).max().unwrap_or(1);
+        for (text, ids) in texts.iter().zip(&out) {
+            println!(
+                "{text}\n  -> {}",
+                model.tokenizer.decode(ids).map_err(|e| e.to_string())?
+            );
+        }
+        println!(
+            "{tokens} decoding steps in {:.0} ms: {:.1} ms per token (batch {})",
+            secs * 1e3,
+            secs * 1e3 / tokens as f64,
+            texts.len()
+        );
+        Ok(())
     }
 
     fn gpu(rows: usize, cols: usize) -> ExitCode {

@@ -1,0 +1,69 @@
+//! The frozen T5: configuration, checkpoint format, the model on burn, and (natively) conversion
+//! from the shipped ONNX files.
+
+pub mod checkpoint;
+pub mod config;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod convert;
+pub mod t5;
+pub mod tiny;
+
+pub use config::T5Config;
+pub use t5::{Batch, T5};
+
+use crate::text::tokenizer::{T5Tokenizer, TokenizerError};
+use burn::tensor::Device;
+use checkpoint::{Checkpoint, CheckpointError};
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LoadError {
+    #[error("config.json: {0}")]
+    Config(String),
+    #[error("model.safetensors: {0}")]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error("{path}: {why}")]
+    Io { path: String, why: String },
+}
+
+/// The model and its tokenizer, ready to run.
+pub struct LoadedModel {
+    pub t5: T5,
+    pub tokenizer: T5Tokenizer,
+}
+
+impl LoadedModel {
+    /// From the three files of a converted model folder.
+    pub fn from_bytes(
+        safetensors: &[u8],
+        config_json: &[u8],
+        tokenizer_json: &[u8],
+        device: &Device,
+    ) -> Result<Self, LoadError> {
+        let config: T5Config =
+            serde_json::from_slice(config_json).map_err(|e| LoadError::Config(e.to_string()))?;
+        let ckpt = Checkpoint::parse(safetensors, &config)?;
+        Ok(Self {
+            t5: T5::load(&ckpt, &config, device)?,
+            tokenizer: T5Tokenizer::from_bytes(tokenizer_json)?,
+        })
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_dir(dir: &std::path::Path, device: &Device) -> Result<Self, LoadError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read(&path).map_err(|e| LoadError::Io {
+                path: path.display().to_string(),
+                why: format!("{e} (run scripts/fetch-model.sh)"),
+            })
+        };
+        Self::from_bytes(
+            &read("model.safetensors")?,
+            &read("config.json")?,
+            &read("tokenizer.json")?,
+            device,
+        )
+    }
+}

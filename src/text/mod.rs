@@ -1,0 +1,3 @@
+//! Text side: the T5 tokenizer.
+
+pub mod tokenizer;

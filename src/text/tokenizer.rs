@@ -1,0 +1,45 @@
+//! The checkpoint's T5 Unigram tokenizer through the `tokenizers` crate. Its tokenizer.json has
+//! truncation (48 tokens) and padding baked in: both are turned off, so long inputs are reported,
+//! not silently cut.
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TokenizerError {
+    #[error("tokenizer.json could not be read: {0}")]
+    Load(String),
+    #[error("could not tokenize the text: {0}")]
+    Encode(String),
+    #[error("could not turn token ids back into text: {0}")]
+    Decode(String),
+}
+
+pub struct T5Tokenizer {
+    inner: tokenizers::Tokenizer,
+}
+
+impl T5Tokenizer {
+    pub fn from_bytes(json: &[u8]) -> Result<Self, TokenizerError> {
+        let mut inner = tokenizers::Tokenizer::from_bytes(json)
+            .map_err(|e| TokenizerError::Load(e.to_string()))?;
+        inner
+            .with_truncation(None)
+            .map_err(|e| TokenizerError::Load(e.to_string()))?;
+        inner.with_padding(None);
+        Ok(Self { inner })
+    }
+
+    /// Token ids with the closing `</s>` (id 1) that T5's post-processor appends.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Text of `ids`, special tokens dropped.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| TokenizerError::Decode(e.to_string()))
+    }
+}
