@@ -205,7 +205,7 @@ pub enum OutData {
 /// random tiny checkpoints).
 pub fn write(tensors: &[TensorOut], extra_meta: &[(&str, String)]) -> Result<Vec<u8>, String> {
     use safetensors::tensor::TensorView;
-    let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut owned: Owned = Vec::new();
     for t in tensors {
         match &t.data {
             OutData::F32(v) => owned.push((
@@ -219,44 +219,14 @@ pub fn write(tensors: &[TensorOut], extra_meta: &[(&str, String)]) -> Result<Vec
                 scale,
                 zero_point,
             } => {
-                owned.push((
-                    t.name.clone(),
-                    Dtype::I8,
-                    t.shape.clone(),
-                    bytemuck::cast_slice(q).to_vec(),
-                ));
-                owned.push((
-                    format!("{}.scale", t.name),
-                    Dtype::F32,
-                    vec![],
-                    scale.to_le_bytes().to_vec(),
-                ));
-                owned.push((
-                    format!("{}.zero_point", t.name),
-                    Dtype::I8,
-                    vec![],
-                    vec![*zero_point as u8],
-                ));
+                let (q, zp) = (bytemuck::cast_slice(q).to_vec(), *zero_point as u8);
+                push_quantized(&mut owned, t, Dtype::I8, q, *scale, zp);
             }
             OutData::U8 {
                 q,
                 scale,
                 zero_point,
-            } => {
-                owned.push((t.name.clone(), Dtype::U8, t.shape.clone(), q.clone()));
-                owned.push((
-                    format!("{}.scale", t.name),
-                    Dtype::F32,
-                    vec![],
-                    scale.to_le_bytes().to_vec(),
-                ));
-                owned.push((
-                    format!("{}.zero_point", t.name),
-                    Dtype::U8,
-                    vec![],
-                    vec![*zero_point],
-                ));
-            }
+            } => push_quantized(&mut owned, t, Dtype::U8, q.clone(), *scale, *zero_point),
         }
     }
     let views: Vec<(String, TensorView)> = owned
@@ -274,4 +244,30 @@ pub fn write(tensors: &[TensorOut], extra_meta: &[(&str, String)]) -> Result<Vec
         .collect();
     meta.insert("format".into(), FORMAT.into());
     safetensors::serialize(views, Some(meta)).map_err(|e| e.to_string())
+}
+
+type Owned = Vec<(String, Dtype, Vec<usize>, Vec<u8>)>;
+
+/// The three stored tensors of one quantised weight: integers, `.scale`, `.zero_point`.
+fn push_quantized(
+    owned: &mut Owned,
+    t: &TensorOut,
+    dtype: Dtype,
+    q: Vec<u8>,
+    scale: f32,
+    zero_point: u8,
+) {
+    owned.push((t.name.clone(), dtype, t.shape.clone(), q));
+    owned.push((
+        format!("{}.scale", t.name),
+        Dtype::F32,
+        vec![],
+        scale.to_le_bytes().to_vec(),
+    ));
+    owned.push((
+        format!("{}.zero_point", t.name),
+        dtype,
+        vec![],
+        vec![zero_point],
+    ));
 }
