@@ -30,3 +30,112 @@ async fn rms_norm_kernel_matches_cpu_reference_in_the_browser() {
         assert!(c.passed(), "{rows}x{cols}: {c:?} (tolerance {TOLERANCE})");
     }
 }
+
+/// The T5 forward pass on WebGPU agrees with the same code on the CPU backend, in the browser:
+/// random weights, a padded batch, encoder states and decoder logits. Once at tiny sizes, once
+/// at flan-t5-small's real widths (one layer each), where the GPU picks other matmul tilings.
+#[wasm_bindgen_test]
+async fn t5_on_webgpu_matches_cpu_backend() {
+    use metaprompt::model::T5Config;
+    t5_parity(T5Config::tiny()).await;
+    let real_widths = T5Config {
+        num_layers: 1,
+        num_decoder_layers: 1,
+        ..T5Config::flan_t5_small()
+    };
+    t5_parity(real_widths).await;
+}
+
+async fn t5_parity(c: metaprompt::model::T5Config) {
+    use burn::tensor::{Device, Tensor};
+    use metaprompt::model::checkpoint::Checkpoint;
+    use metaprompt::model::tiny::random_checkpoint;
+    use metaprompt::model::{Batch, T5};
+
+    async fn values(t: Tensor<3>) -> Vec<f32> {
+        t.into_data_async()
+            .await
+            .unwrap()
+            .try_to_vec::<f32>()
+            .unwrap()
+    }
+    let bytes = random_checkpoint(&c, 11);
+    let ckpt = Checkpoint::parse(&bytes, &c).unwrap();
+    let gpu = Gpu::shared().await.unwrap();
+    let on_gpu = T5::load(&ckpt, &c, &gpu.device).unwrap();
+    let on_cpu = T5::load(&ckpt, &c, &Device::flex()).unwrap();
+    let enc_in = Batch::new(&[vec![5, 9, 14, 3, 1], vec![7, 2, 1]]);
+    let dec_in = Batch::new(&[vec![0, 4, 8], vec![0, 6]]);
+    let mut worst = Vec::new();
+    for (stage, model) in [("gpu", &on_gpu), ("cpu", &on_cpu)] {
+        let enc = model.encode(&enc_in);
+        let logits = model.decode(&dec_in, enc.clone(), &enc_in.mask());
+        worst.push((stage, values(enc).await, values(logits).await));
+    }
+    let (_, enc_g, log_g) = &worst[0];
+    let (_, enc_c, log_c) = &worst[1];
+    for (what, g, r) in [("encoder states", enc_g, enc_c), ("logits", log_g, log_c)] {
+        let bad = g.iter().filter(|x| !x.is_finite()).count();
+        assert_eq!(
+            bad, 0,
+            "d_model {}: {what}: non-finite values on WebGPU",
+            c.d_model
+        );
+        let scale = r.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+        let err = g
+            .iter()
+            .zip(r.iter())
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            err / scale < 1e-4,
+            "d_model {}: {what}: WebGPU differs from CPU by {err} (scale {scale})",
+            c.d_model
+        );
+    }
+}
+
+/// The tokenizer compiled to wasm (tokenizers' `unstable_wasm` build) gives the same ids as the
+/// native one and the reference. Needs the fetched model (scripts/fetch-model.sh runs first).
+#[wasm_bindgen_test]
+fn tokenizer_in_wasm_matches_reference_ids() {
+    use metaprompt::text::tokenizer::T5Tokenizer;
+    let tok = T5Tokenizer::from_bytes(include_bytes!(
+        "../models/flan-t5-small-onnx/tokenizer.json"
+    ))
+    .unwrap();
+    let ids = tok
+        .encode("translate English to German: The house is wonderful.")
+        .unwrap();
+    assert_eq!(ids, [13959, 1566, 12, 2968, 10, 37, 629, 19, 1627, 5, 1]);
+    assert_eq!(
+        tok.decode(&ids).unwrap(),
+        "translate English to German: The house is wonderful."
+    );
+}
+
+/// GELU (tanh form) stays finite and exact for the huge activations real T5 weights produce
+/// (flan-t5's feed-forward reaches 1e5): WebGPU's tanh alone returns NaN there.
+#[wasm_bindgen_test]
+async fn gelu_is_finite_for_large_activations_on_webgpu() {
+    use burn::tensor::{Tensor, TensorData};
+    use metaprompt::model::t5::gelu_tanh;
+    let xs = [
+        -1e5f32, -300.0, -20.0, -3.0, -0.5, 0.0, 0.5, 3.0, 20.0, 300.0, 1e5,
+    ];
+    let gpu = Gpu::shared().await.unwrap();
+    let t = Tensor::<1>::from_data(TensorData::new(xs.to_vec(), [xs.len()]), &gpu.device);
+    let got: Vec<f32> = gelu_tanh(t)
+        .into_data_async()
+        .await
+        .unwrap()
+        .try_to_vec()
+        .unwrap();
+    for (x, g) in xs.iter().zip(got) {
+        let u = 0.797_884_6 * (x + 0.044715 * x * x * x);
+        let want = 0.5 * x * (1.0 + (u as f64).tanh() as f32);
+        assert!(
+            (g - want).abs() <= 1e-4 * want.abs().max(1.0),
+            "gelu({x}) = {g}, want {want}"
+        );
+    }
+}

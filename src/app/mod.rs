@@ -1,6 +1,8 @@
 //! The Leptos web app (wasm32 only).
 
+mod download;
 mod gpu_panel;
+mod model_panel;
 
 use leptos::prelude::*;
 
@@ -26,6 +28,7 @@ pub fn App() -> impl IntoView {
                 </p>
             </section>
             <gpu_panel::GpuPanel/>
+            <model_panel::ModelPanel/>
         </main>
     }
 }

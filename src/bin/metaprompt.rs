@@ -15,7 +15,7 @@ mod cli {
     use clap::{Parser, Subcommand, ValueEnum};
     use metaprompt::gpu::Gpu;
     use metaprompt::model::checkpoint::Checkpoint;
-    use metaprompt::model::{Batch, LoadedModel, T5Config};
+    use metaprompt::model::{LoadedModel, T5Config};
     use metaprompt::selfcheck;
     use std::path::{Path, PathBuf};
     use std::process::ExitCode;
@@ -154,21 +154,14 @@ mod cli {
             dir.display(),
             t.elapsed().as_secs_f64()
         );
-        let ids = texts
-            .iter()
-            .map(|s| model.tokenizer.encode(s).map_err(|e| e.to_string()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let batch = Batch::new(&ids);
+        let inputs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let t = Instant::now();
-        let enc = model.t5.encode(&batch);
-        let out = pollster::block_on(model.t5.generate(enc, &batch.mask(), max_new));
+        let generation = pollster::block_on(model.generate_texts(&inputs, max_new))
+            .map_err(|e| e.to_string())?;
         let secs = t.elapsed().as_secs_f64();
-        let tokens: usize = out.iter().map(|o| o.len() + 1).max().unwrap_or(1);
-        for (text, ids) in texts.iter().zip(&out) {
-            println!(
-                "{text}\n  -> {}",
-                model.tokenizer.decode(ids).map_err(|e| e.to_string())?
-            );
+        let tokens = generation.steps;
+        for (text, out) in texts.iter().zip(&generation.outputs) {
+            println!("{text}\n  -> {out}");
         }
         println!(
             "{tokens} decoding steps in {:.0} ms: {:.1} ms per token (batch {})",

@@ -27,6 +27,15 @@ pub enum LoadError {
     Io { path: String, why: String },
 }
 
+/// What [`LoadedModel::generate_texts`] produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// One decoded output per input.
+    pub outputs: Vec<String>,
+    /// Decoding steps run (one forward pass of the decoder each).
+    pub steps: usize,
+}
+
 /// The model and its tokenizer, ready to run.
 pub struct LoadedModel {
     pub t5: T5,
@@ -48,6 +57,33 @@ impl LoadedModel {
             t5: T5::load(&ckpt, &config, device)?,
             tokenizer: T5Tokenizer::from_bytes(tokenizer_json)?,
         })
+    }
+
+    /// Greedy outputs for `texts`, decoded as one batch. The CLI and the page both call this, so
+    /// both time the same work.
+    pub async fn generate_texts(
+        &self,
+        texts: &[&str],
+        max_new: usize,
+    ) -> Result<Generation, TokenizerError> {
+        let ids = texts
+            .iter()
+            .map(|s| self.tokenizer.encode(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = Batch::new(&ids);
+        let enc = self.t5.encode(&batch);
+        let out = self.t5.generate(enc, &batch.mask(), max_new).await;
+        // Decoding steps taken: the longest output plus its EOS step (unless cut at max_new).
+        let steps = out
+            .iter()
+            .map(|o| (o.len() + 1).min(max_new))
+            .max()
+            .unwrap_or(1);
+        let outputs = out
+            .iter()
+            .map(|o| self.tokenizer.decode(o))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Generation { outputs, steps })
     }
 
     #[cfg(not(target_arch = "wasm32"))]

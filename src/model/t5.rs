@@ -404,9 +404,14 @@ fn feed_forward(f: &FeedForward, x: Tensor<3>) -> Tensor<3> {
     (gelu_tanh(g) * lin).matmul(f.wo.clone().unsqueeze::<3>())
 }
 
-pub(crate) fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     const C: f32 = 0.797_884_6; // sqrt(2 / pi)
-    let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715)).mul_scalar(C);
+    // Clamped because WebGPU's tanh (SwiftShader, and WGSL in general) may compute it through exp
+    // and return NaN for large arguments; flan-t5's feed-forward activations reach 1e5. tanh(15)
+    // is 1.0 in f32, so the clamp changes nothing else.
+    let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715))
+        .mul_scalar(C)
+        .clamp(-15.0, 15.0);
     x.clone().mul_scalar(0.5) * (inner.tanh().add_scalar(1.0))
 }
 

@@ -1,0 +1,90 @@
+// The real flan-t5-small in the page: downloaded with a progress bar, run on WebGPU (SwiftShader
+// here, slow: a few tokens only), and read back from the Cache API after a reload.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { serveDist, launchBrowser, watchConsole, screenshotPath } from './harness.mjs';
+
+let server;
+before(async () => {
+  server = await serveDist();
+});
+after(async () => {
+  await server?.close();
+});
+
+/** Records every value #model-status[data-phase] takes, from page start. */
+function recordPhases() {
+  window.__phases = [];
+  new MutationObserver(() => {
+    const el = document.getElementById('model-status');
+    const p = el?.dataset.phase;
+    if (p && window.__phases.at(-1) !== p) window.__phases.push(p);
+  }).observe(document, { subtree: true, childList: true, attributes: true, attributeFilter: ['data-phase'] });
+}
+
+async function generate(page, input, maxNew) {
+  await page.fill('#generate-input', input);
+  await page.fill('#generate-max-new', String(maxNew));
+  await page.dispatchEvent('#generate-max-new', 'change');
+  await page.click('#generate-run');
+  await page.waitForSelector('#generate-result[data-state="done"], #generate-result[data-state="failed"]', {
+    timeout: 300_000,
+  });
+  const timing = await page.textContent('#generate-timing').catch(() => '(no timing)');
+  const output = (await page.textContent('#generate-result')).trim();
+  console.log(`${input}\n  -> ${output}`);
+  console.log(`  ${timing}`);
+  return (await page.textContent('#generate-output')).trim();
+}
+
+test('downloads the model with progress, generates the known answers, reloads it from the cache', async () => {
+  const browser = await launchBrowser();
+  const page = await browser.newPage();
+  const log = watchConsole(page);
+  const modelRequests = [];
+  page.on('request', (r) => {
+    if (r.url().endsWith('model.safetensors')) modelRequests.push(r.url());
+  });
+  await page.addInitScript(recordPhases);
+  try {
+    await page.goto(server.url);
+    const load = await page.waitForSelector('#model-load', { timeout: 60_000 });
+    const t0 = Date.now();
+    await load.click();
+    await assert.doesNotReject(
+      page.waitForSelector('#model-status[data-phase="ready"], #model-status[data-phase="failed"]', { timeout: 300_000 }),
+      () => log.join('\n'),
+    );
+    const status = (await page.textContent('#model-status')).trim();
+    console.log(`first load (${Date.now() - t0} ms): ${status}`);
+    assert.equal(await page.getAttribute('#model-status', 'data-phase'), 'ready', status);
+    assert.equal(await page.getAttribute('#model-ready', 'data-source'), 'network');
+    const phases = await page.evaluate(() => window.__phases);
+    assert.deepEqual(
+      phases.filter((p) => p !== 'idle'),
+      ['downloading', 'preparing', 'ready'],
+      `phases seen: ${phases.join(' -> ')}`,
+    );
+    assert.equal(modelRequests.length, 1, 'model.safetensors fetched once');
+
+    assert.equal(
+      await generate(page, 'Is the following review positive or negative? Review: I loved this movie, it was fantastic.', 3),
+      'positive',
+    );
+    // Three decoding steps of "Das Haus ist wunderbar." (the native test checks it whole).
+    assert.match(await generate(page, 'translate English to German: The house is wonderful.', 3), /^Das Haus/);
+    await page.screenshot({ path: screenshotPath('model'), fullPage: true });
+
+    // A reload reads the checkpoint from the Cache API: no second download, no click needed.
+    await page.reload();
+    await page.waitForSelector('#model-status[data-phase="ready"], #model-status[data-phase="failed"]', {
+      timeout: 300_000,
+    });
+    const again = (await page.textContent('#model-status')).trim();
+    console.log(`after reload: ${again}`);
+    assert.equal(await page.getAttribute('#model-ready', 'data-source'), 'cache', again);
+    assert.equal(modelRequests.length, 1, 'the reload fetched model.safetensors again');
+  } finally {
+    await browser.close();
+  }
+});
