@@ -8,5 +8,6 @@ scripts/fetch-model.sh
 if [ ! -s models/flan-t5-small/model.safetensors ]; then
   cargo run --release --bin metaprompt -- convert
 fi
+scripts/fetch-data.sh
 echo "[serve] building the page (release; the first build takes ~10 min on 2 cores)"
 exec trunk serve --release --address 127.0.0.1 --port "${PORT:-8080}"

@@ -5,6 +5,7 @@ pub mod gpu;
 pub mod kernels;
 pub mod model;
 pub mod selfcheck;
+pub mod tasks;
 pub mod text;
 
 #[cfg(target_arch = "wasm32")]

@@ -11,7 +11,12 @@ fn main() {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
+#[path = "metaprompt/data.rs"]
+mod data;
+
+#[cfg(not(target_arch = "wasm32"))]
 mod cli {
+    use crate::data;
     use clap::{Parser, Subcommand, ValueEnum};
     use metaprompt::gpu::Gpu;
     use metaprompt::model::checkpoint::Checkpoint;
@@ -57,6 +62,11 @@ mod cli {
             device: Backend,
         },
         /// Show the GPU adapter wgpu picks and check our WGSL kernels against the Rust reference.
+        /// Few-shot task suites: derive them, list them, show examples.
+        Data {
+            #[command(subcommand)]
+            command: data::DataCommand,
+        },
         Gpu {
             /// Rows of the self-check input.
             #[arg(long, default_value_t = 96)]
@@ -79,6 +89,7 @@ mod cli {
         let result = match Cli::parse().command {
             Command::Gpu { rows, cols } => return gpu(rows, cols),
             Command::Convert { onnx, out } => convert(&onnx, &out),
+            Command::Data { command } => data::run(command),
             Command::Generate {
                 text,
                 model,

@@ -1,3 +1,4 @@
 //! Text side: the T5 tokenizer.
 
+pub mod examples;
 pub mod tokenizer;

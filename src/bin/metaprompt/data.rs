@@ -1,0 +1,143 @@
+//! `metaprompt data ...`: derive the task suites, list them, show examples.
+
+use clap::Subcommand;
+use metaprompt::tasks::{self, Manifest, store};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Subcommand)]
+pub enum DataCommand {
+    /// Derive every task from the unpacked packages (scripts/fetch-data.sh runs this).
+    Build {
+        #[arg(long, default_value = "data/raw")]
+        raw: PathBuf,
+        #[arg(long, default_value = "data")]
+        out: PathBuf,
+    },
+    /// The manifest as a table: every suite with its tasks, kinds, sizes and sources.
+    List {
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        /// Only this suite.
+        #[arg(long)]
+        suite: Option<String>,
+    },
+    /// A task's description and its first examples.
+    Show {
+        task: String,
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        /// How many examples.
+        #[arg(short, default_value_t = 5)]
+        n: usize,
+        #[arg(long, default_value = "train")]
+        split: String,
+    },
+}
+
+pub fn run(cmd: DataCommand) -> Result<(), String> {
+    match cmd {
+        DataCommand::Build { raw, out } => build(&raw, &out),
+        DataCommand::List { data, suite } => list(&data, suite.as_deref()),
+        DataCommand::Show {
+            task,
+            data,
+            n,
+            split,
+        } => show(&data, &task, n, &split),
+    }
+}
+
+fn build(raw: &Path, out: &Path) -> Result<(), String> {
+    let t = Instant::now();
+    let m = tasks::derive::build(raw, out, &mut |line| println!("{line}"))
+        .map_err(|e| e.to_string())?;
+    println!(
+        "derived {} tasks into {} in {:.1} s",
+        m.tasks.len(),
+        out.display(),
+        t.elapsed().as_secs_f64()
+    );
+    print_suite_counts(&m);
+    Ok(())
+}
+
+fn print_suite_counts(m: &Manifest) {
+    for (name, tasks) in &m.suites {
+        println!("  suite {name:<14} {:>3} tasks", tasks.len());
+    }
+}
+
+fn list(data: &Path, only: Option<&str>) -> Result<(), String> {
+    let m = store::read_manifest(data).map_err(|e| e.to_string())?;
+    for (name, _) in m
+        .suites
+        .iter()
+        .filter(|(n, _)| only.is_none_or(|o| o == *n))
+    {
+        let tasks = m.suite(name).map_err(|e| e.to_string())?;
+        println!("\n## {name} ({} tasks)\n", tasks.len());
+        println!(
+            "{:<46} {:<14} {:>6} {:>5} {:>6}  source",
+            "task", "kind", "train", "test", "labels"
+        );
+        for t in tasks {
+            println!(
+                "{:<46} {:<14} {:>6} {:>5} {:>6}  {} {} ({})",
+                t.name,
+                t.kind.name(),
+                t.counts.train,
+                t.counts.test,
+                if t.labels.is_empty() {
+                    "-".to_string()
+                } else {
+                    t.labels.len().to_string()
+                },
+                t.source.package,
+                t.source.version,
+                t.source.license
+            );
+        }
+    }
+    if only.is_none() {
+        println!();
+        print_suite_counts(&m);
+    }
+    Ok(())
+}
+
+fn show(data: &Path, name: &str, n: usize, split: &str) -> Result<(), String> {
+    let m = store::read_manifest(data).map_err(|e| e.to_string())?;
+    let t = m.task(name).map_err(|e| e.to_string())?;
+    let examples = store::read_split(data, t, split).map_err(|e| e.to_string())?;
+    println!(
+        "{} ({}), {} train / {} test",
+        t.name,
+        t.kind.name(),
+        t.counts.train,
+        t.counts.test
+    );
+    println!(
+        "source: {} {} {} ({})",
+        t.source.package, t.source.version, t.source.path, t.source.license
+    );
+    if !t.note.is_empty() {
+        println!("how:    {}", t.note);
+    }
+    if !t.labels.is_empty() {
+        let words: Vec<String> = t
+            .labels
+            .iter()
+            .map(|l| format!("{l} -> {:?}", t.verbalize(l)))
+            .collect();
+        println!("labels: {}", words.join(", "));
+    }
+    for e in examples.iter().take(n) {
+        println!("\n  input:  {}", e.input.replace('\n', " "));
+        println!("  target: {}", e.target);
+        if e.answers.len() > 1 {
+            println!("  also:   {}", e.answers[1..].join(" | "));
+        }
+    }
+    Ok(())
+}
