@@ -1,9 +1,11 @@
 //! metaprompt: few-shot soft-prompt learning on a frozen T5, shared by the web app (wasm32) and
 //! the native CLI, so both report the same numbers.
 
+pub mod clock;
 pub mod gpu;
 pub mod kernels;
 pub mod model;
+pub mod prompt;
 pub mod selfcheck;
 pub mod tasks;
 pub mod text;

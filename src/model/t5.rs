@@ -201,6 +201,41 @@ impl T5 {
             .reshape([b, batch.len, self.config.d_model])
     }
 
+    /// Whether any weight would receive a gradient (never, for the frozen model: prompt tuning
+    /// relies on the backward pass doing no work for weights).
+    pub fn any_weight_tracked(&self) -> bool {
+        let mut t = vec![
+            self.shared.is_require_grad(),
+            self.lm_head.is_require_grad(),
+            self.encoder_norm.is_require_grad(),
+            self.decoder_norm.is_require_grad(),
+        ];
+        for b in &self.encoder {
+            t.extend(
+                [
+                    &b.attn.q, &b.attn.k, &b.attn.v, &b.attn.o, &b.ff.wi_0, &b.ff.wi_1, &b.ff.wo,
+                ]
+                .map(|w| w.is_require_grad()),
+            );
+        }
+        for b in &self.decoder {
+            t.extend([&b.self_attn.q, &b.cross_attn.q, &b.ff.wo].map(|w| w.is_require_grad()));
+        }
+        t.into_iter().any(|x| x)
+    }
+
+    /// Rows `ids` of the input embedding matrix, `[ids.len(), d_model]` (prompt initialisation).
+    pub fn embedding_rows(&self, ids: &[u32]) -> Tensor<2> {
+        let idx = Tensor::<1, Int>::from_data(
+            TensorData::new(
+                ids.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+                [ids.len()],
+            ),
+            &self.device,
+        );
+        self.shared.clone().select(0, idx)
+    }
+
     /// Encoder over input embeddings (so a soft prompt can be prepended): `embeds` is
     /// `[batch, len, d_model]`, `mask` is `[batch, len]` of 1/0. Returns hidden states.
     pub fn encode_embeds(&self, embeds: Tensor<3>, mask: &[f32]) -> Tensor<3> {

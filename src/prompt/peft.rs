@@ -1,0 +1,145 @@
+//! Tuned prompts in the layout of Hugging Face PEFT prompt tuning, so they open in PEFT:
+//! `adapter_model.safetensors` holding `prompt_embeddings` `[num_virtual_tokens, token_dim]` and
+//! `adapter_config.json`. Only the encoder gets the prompt here, hence
+//! `num_transformer_submodules: 1`.
+
+use super::SoftPrompt;
+use serde::{Deserialize, Serialize};
+
+pub const TENSOR: &str = "prompt_embeddings";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdapterConfig {
+    pub peft_type: String,
+    pub task_type: String,
+    pub num_virtual_tokens: usize,
+    pub token_dim: usize,
+    pub num_transformer_submodules: usize,
+    pub num_attention_heads: usize,
+    pub num_layers: usize,
+    pub prompt_tuning_init: String,
+    pub base_model_name_or_path: String,
+    pub inference_mode: bool,
+}
+
+impl AdapterConfig {
+    pub fn for_prompt(p: &SoftPrompt, init: &str, config: &crate::model::T5Config) -> Self {
+        Self {
+            peft_type: "PROMPT_TUNING".into(),
+            task_type: "SEQ_2_SEQ_LM".into(),
+            num_virtual_tokens: p.len,
+            token_dim: p.dim,
+            num_transformer_submodules: 1,
+            num_attention_heads: config.num_heads,
+            num_layers: config.num_layers,
+            // PEFT knows RANDOM, TEXT and SAMPLE_VOCAB; ours map onto them.
+            prompt_tuning_init: match init {
+                "vocab" => "SAMPLE_VOCAB",
+                "labels" => "TEXT",
+                _ => "RANDOM",
+            }
+            .into(),
+            base_model_name_or_path: "google/flan-t5-small".into(),
+            inference_mode: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PeftError {
+    #[error("adapter_model.safetensors: {0}")]
+    Safetensors(String),
+    #[error("adapter_model.safetensors has no tensor {TENSOR:?} (found: {0})")]
+    Missing(String),
+    #[error("tensor {TENSOR:?} has shape {0:?}, expected [num_virtual_tokens, token_dim]")]
+    Shape(Vec<usize>),
+    #[error("tensor {TENSOR:?} is {0}, expected F32")]
+    Dtype(String),
+}
+
+pub fn to_safetensors(p: &SoftPrompt) -> Vec<u8> {
+    let bytes: &[u8] = bytemuck::cast_slice(&p.values);
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![p.len, p.dim], bytes)
+            .expect("shape matches data");
+    safetensors::serialize(vec![(TENSOR, view)], None).expect("prompt serialises")
+}
+
+pub fn from_safetensors(bytes: &[u8]) -> Result<SoftPrompt, PeftError> {
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| PeftError::Safetensors(e.to_string()))?;
+    let t = st
+        .tensor(TENSOR)
+        .map_err(|_| PeftError::Missing(st.names().join(", ")))?;
+    if t.dtype() != safetensors::Dtype::F32 {
+        return Err(PeftError::Dtype(format!("{:?}", t.dtype())));
+    }
+    let [len, dim] = t.shape() else {
+        return Err(PeftError::Shape(t.shape().to_vec()));
+    };
+    let values: Vec<f32> = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok(SoftPrompt {
+        len: *len,
+        dim: *dim,
+        values,
+    })
+}
+
+/// Writes `dir/adapter_model.safetensors` and `dir/adapter_config.json`.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn save(dir: &std::path::Path, p: &SoftPrompt, config: &AdapterConfig) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("adapter_model.safetensors"), to_safetensors(p))?;
+    std::fs::write(
+        dir.join("adapter_config.json"),
+        serde_json::to_string_pretty(config).expect("config serialises") + "\n",
+    )
+}
+
+/// Reads a prompt from a PEFT folder or directly from a `.safetensors` file.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn load(path: &std::path::Path) -> Result<SoftPrompt, String> {
+    let file = if path.is_dir() {
+        path.join("adapter_model.safetensors")
+    } else {
+        path.to_path_buf()
+    };
+    let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    from_safetensors(&bytes).map_err(|e| format!("{}: {e}", file.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_errors_name_the_tensor() {
+        let p = SoftPrompt {
+            len: 3,
+            dim: 4,
+            values: (0..12).map(|i| i as f32 * 0.5 - 2.0).collect(),
+        };
+        assert_eq!(from_safetensors(&to_safetensors(&p)).unwrap(), p);
+        let other = safetensors::serialize(
+            vec![(
+                "x",
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &[0u8; 4])
+                    .unwrap(),
+            )],
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            from_safetensors(&other),
+            Err(PeftError::Missing("x".into()))
+        );
+        assert!(matches!(
+            from_safetensors(b"junk"),
+            Err(PeftError::Safetensors(_))
+        ));
+    }
+}

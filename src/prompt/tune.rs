@@ -1,0 +1,256 @@
+//! The one tuning loop: text-to-text loss on the target tokens, gradients for the prompt only
+//! (the model's tensors are not tracked, so autodiff computes no weight gradient at all), clipping,
+//! Adafactor or Adam, a step budget or early stopping on the support loss, a progress callback
+//! that can cancel, and a clear stop on NaN/inf.
+
+use super::optim::{Optimizer, OptimizerKind, clip_grad_norm};
+use super::{SoftPrompt, encode_with_prompt};
+use crate::model::{Batch, T5};
+use crate::tasks::sampling::SplitMix64;
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+use std::ops::ControlFlow;
+
+/// One tokenised training example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pair {
+    pub input: Vec<u32>,
+    /// Target tokens including the closing EOS.
+    pub target: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TuneConfig {
+    /// Most optimiser steps.
+    pub steps: usize,
+    pub batch_size: usize,
+    pub lr: f32,
+    pub optimizer: OptimizerKind,
+    /// Global gradient-norm cap (1.0 in the MPT code).
+    pub max_grad_norm: f32,
+    /// Stop when the support loss (measured every `every` steps on the whole support set) has
+    /// not improved for `patience` measurements.
+    pub early_stop: Option<EarlyStop>,
+    /// Seeds the minibatch order.
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EarlyStop {
+    pub every: usize,
+    pub patience: usize,
+}
+
+impl Default for TuneConfig {
+    /// Lester et al.'s optimiser and learning rate; a budget that fits a few-shot support set.
+    fn default() -> Self {
+        Self {
+            steps: 100,
+            batch_size: 8,
+            lr: 0.3,
+            optimizer: OptimizerKind::Adafactor,
+            max_grad_norm: 1.0,
+            early_stop: None,
+            seed: 0,
+        }
+    }
+}
+
+/// What the callback sees after every step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    pub step: usize,
+    pub loss: f32,
+    pub grad_norm: f32,
+    pub elapsed_ms: f64,
+    /// Support-set loss, on the steps where early stopping measured it.
+    pub support_loss: Option<f32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StopReason {
+    Budget,
+    EarlyStopped,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tuned {
+    pub prompt: SoftPrompt,
+    pub history: Vec<StepReport>,
+    pub stop: StopReason,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TuneError {
+    #[error("no training examples")]
+    Empty,
+    #[error(
+        "step {step}: the {what} is {value} (not finite); lower the learning rate or check the data"
+    )]
+    NonFinite {
+        step: usize,
+        what: &'static str,
+        value: f32,
+    },
+    #[error("reading values back from the device: {0}")]
+    ReadBack(String),
+}
+
+/// Mean cross-entropy per target token of `pairs` under `prompt` (a tracked tensor when
+/// gradients are wanted).
+pub fn loss(t5: &T5, prompt: Option<Tensor<2>>, pairs: &[&Pair]) -> Tensor<1> {
+    let inputs: Vec<Vec<u32>> = pairs.iter().map(|p| p.input.clone()).collect();
+    let targets: Vec<Vec<u32>> = pairs.iter().map(|p| p.target.clone()).collect();
+    let batch = Batch::new(&inputs);
+    let (enc, mask) = encode_with_prompt(t5, prompt, &batch);
+    let n_tokens: usize = targets.iter().map(Vec::len).sum();
+    t5.score_tensor(enc, &mask, &targets)
+        .sum()
+        .mul_scalar(-1.0 / n_tokens.max(1) as f32)
+}
+
+async fn scalar(t: Tensor<1>) -> Result<f32, TuneError> {
+    let v = t
+        .into_data_async()
+        .await
+        .map_err(|e| TuneError::ReadBack(format!("{e:?}")))?;
+    v.try_to_vec::<f32>()
+        .map_err(|e| TuneError::ReadBack(format!("{e:?}")))?
+        .first()
+        .copied()
+        .ok_or_else(|| TuneError::ReadBack("empty loss".into()))
+}
+
+/// Loss and prompt gradient for one minibatch. `t5` must live on an autodiff device.
+pub async fn loss_and_grad(
+    t5: &T5,
+    prompt: &SoftPrompt,
+    pairs: &[&Pair],
+) -> Result<(f32, Vec<f32>), TuneError> {
+    let p = prompt.tensor(&t5.device).require_grad();
+    let l = loss(t5, Some(p.clone()), pairs);
+    let grads = l.backward();
+    let g = p
+        .grad(&grads)
+        .ok_or_else(|| TuneError::ReadBack("the prompt received no gradient".into()))?;
+    let g = g
+        .into_data_async()
+        .await
+        .map_err(|e| TuneError::ReadBack(format!("{e:?}")))?
+        .try_to_vec::<f32>()
+        .map_err(|e| TuneError::ReadBack(format!("{e:?}")))?;
+    Ok((scalar(l).await?, g))
+}
+
+/// Support-set loss without gradients, in minibatches.
+pub async fn support_loss(
+    t5: &T5,
+    prompt: &SoftPrompt,
+    pairs: &[Pair],
+    batch: usize,
+) -> Result<f32, TuneError> {
+    let mut total = 0.0;
+    let mut tokens = 0usize;
+    for chunk in pairs.chunks(batch.max(1)) {
+        let refs: Vec<&Pair> = chunk.iter().collect();
+        let n: usize = chunk.iter().map(|p| p.target.len()).sum();
+        let l = scalar(loss(t5, Some(prompt.tensor(&t5.device)), &refs)).await?;
+        total += l * n as f32;
+        tokens += n;
+    }
+    Ok(total / tokens.max(1) as f32)
+}
+
+/// Tunes `prompt` on `support`. `on_step` is called after every step; returning
+/// `ControlFlow::Break(())` cancels (the prompt so far is returned).
+pub async fn tune(
+    t5: &T5,
+    mut prompt: SoftPrompt,
+    support: &[Pair],
+    cfg: &TuneConfig,
+    on_step: &mut dyn FnMut(&StepReport) -> ControlFlow<()>,
+) -> Result<Tuned, TuneError> {
+    if support.is_empty() {
+        return Err(TuneError::Empty);
+    }
+    let start = crate::clock::now_ms();
+    let mut opt = Optimizer::new(cfg.optimizer, prompt.len, prompt.dim);
+    let mut rng = SplitMix64::new(cfg.seed);
+    let mut order: Vec<usize> = Vec::new();
+    let mut history = Vec::with_capacity(cfg.steps);
+    let (mut best, mut best_prompt, mut since_best) = (f32::INFINITY, prompt.clone(), 0usize);
+    let bs = cfg.batch_size.clamp(1, support.len());
+    for step in 1..=cfg.steps {
+        // Epochs of a fresh seeded permutation; a minibatch never straddles two epochs.
+        if order.len() < bs {
+            order = (0..support.len()).collect();
+            rng.shuffle(&mut order);
+        }
+        let idx: Vec<usize> = order.drain(..bs).collect();
+        let pairs: Vec<&Pair> = idx.iter().map(|&i| &support[i]).collect();
+        let (l, mut g) = loss_and_grad(t5, &prompt, &pairs).await?;
+        if !l.is_finite() {
+            return Err(TuneError::NonFinite {
+                step,
+                what: "loss",
+                value: l,
+            });
+        }
+        let grad_norm = clip_grad_norm(&mut g, cfg.max_grad_norm);
+        if !grad_norm.is_finite() {
+            return Err(TuneError::NonFinite {
+                step,
+                what: "gradient norm",
+                value: grad_norm,
+            });
+        }
+        opt.step(&mut prompt.values, &g, cfg.lr);
+        let mut report = StepReport {
+            step,
+            loss: l,
+            grad_norm,
+            elapsed_ms: crate::clock::now_ms() - start,
+            support_loss: None,
+        };
+        let mut stop_early = false;
+        if let Some(es) = cfg.early_stop
+            && step % es.every.max(1) == 0
+        {
+            let sl = support_loss(t5, &prompt, support, cfg.batch_size).await?;
+            report.support_loss = Some(sl);
+            if sl < best {
+                (best, best_prompt, since_best) = (sl, prompt.clone(), 0);
+            } else {
+                since_best += 1;
+                stop_early = since_best >= es.patience;
+            }
+        }
+        history.push(report);
+        if on_step(&report).is_break() {
+            return Ok(Tuned {
+                prompt,
+                history,
+                stop: StopReason::Cancelled,
+            });
+        }
+        if stop_early {
+            return Ok(Tuned {
+                prompt: best_prompt,
+                history,
+                stop: StopReason::EarlyStopped,
+            });
+        }
+    }
+    // With early stopping, the best measured prompt; else the last.
+    let prompt = if cfg.early_stop.is_some() && best.is_finite() {
+        best_prompt
+    } else {
+        prompt
+    };
+    Ok(Tuned {
+        prompt,
+        history,
+        stop: StopReason::Budget,
+    })
+}
