@@ -15,12 +15,18 @@ fn main() {
 mod data;
 
 #[cfg(not(target_arch = "wasm32"))]
+#[path = "metaprompt/tune.rs"]
+mod tune_cmd;
+
+#[cfg(not(target_arch = "wasm32"))]
 mod cli {
     use crate::data;
+    use crate::tune_cmd;
     use clap::{Parser, Subcommand, ValueEnum};
     use metaprompt::gpu::Gpu;
     use metaprompt::model::checkpoint::Checkpoint;
     use metaprompt::model::{LoadedModel, T5Config};
+    use metaprompt::prompt::tune::TuneConfig;
     use metaprompt::selfcheck;
     use std::path::{Path, PathBuf};
     use std::process::ExitCode;
@@ -62,6 +68,53 @@ mod cli {
             device: Backend,
         },
         /// Show the GPU adapter wgpu picks and check our WGSL kernels against the Rust reference.
+        /// Prompt tuning (PT) on one task: k-shot over seeds, a per-seed and mean/std table.
+        Tune {
+            #[arg(long)]
+            task: String,
+            #[arg(long, default_value_t = 16)]
+            shots: usize,
+            /// random | vocab | labels | a PEFT prompt folder or .safetensors file.
+            #[arg(long, default_value = "random")]
+            init: String,
+            #[arg(long, value_delimiter = ',', default_value = "13,21,42,87,100")]
+            seeds: Vec<u64>,
+            #[arg(long, default_value_t = 100)]
+            steps: usize,
+            /// Prompt length.
+            #[arg(long, default_value_t = 20)]
+            len: usize,
+            #[arg(long, default_value_t = 0.3)]
+            lr: f32,
+            /// adafactor | adam
+            #[arg(long, default_value = "adafactor")]
+            optimizer: String,
+            #[arg(long, default_value_t = 8)]
+            batch: usize,
+            /// Evaluate on at most this many test examples.
+            #[arg(long, default_value_t = 200)]
+            max_test: usize,
+            /// Write the tuned prompts here (PEFT layout, one folder per seed).
+            #[arg(long)]
+            out: Option<PathBuf>,
+            #[arg(long, default_value = "data")]
+            data: PathBuf,
+            #[arg(long, default_value = "models/flan-t5-small")]
+            model: PathBuf,
+            #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+            device: Backend,
+        },
+        /// Benchmarks: `bench tune` times prompt-tuning steps on flan-t5-small.
+        Bench {
+            /// What to time: tune.
+            what: String,
+            #[arg(long, default_value_t = 5)]
+            steps: usize,
+            #[arg(long, default_value = "models/flan-t5-small")]
+            model: PathBuf,
+            #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+            device: Backend,
+        },
         /// Few-shot task suites: derive them, list them, show examples.
         Data {
             #[command(subcommand)]
@@ -90,6 +143,61 @@ mod cli {
             Command::Gpu { rows, cols } => return gpu(rows, cols),
             Command::Convert { onnx, out } => convert(&onnx, &out),
             Command::Data { command } => data::run(command),
+            Command::Tune {
+                task,
+                shots,
+                init,
+                seeds,
+                steps,
+                len,
+                lr,
+                optimizer,
+                batch,
+                max_test,
+                out,
+                data,
+                model,
+                device: backend,
+            } => (|| {
+                let config = TuneConfig {
+                    steps,
+                    lr,
+                    batch_size: batch,
+                    optimizer: tune_cmd::parse_optimizer(&optimizer)?,
+                    ..TuneConfig::default()
+                };
+                let m = tune_cmd::load_for_tuning(&model, &device(backend)?.autodiff())?;
+                tune_cmd::tune_task(
+                    &m,
+                    &tune_cmd::TuneArgs {
+                        task,
+                        data,
+                        shots,
+                        init,
+                        seeds,
+                        len,
+                        config,
+                        max_test,
+                        out,
+                    },
+                )
+            })(),
+            Command::Bench {
+                what,
+                steps,
+                model,
+                device: backend,
+            } => (|| {
+                if what != "tune" {
+                    return Err(format!("bench {what:?}: only `bench tune` exists"));
+                }
+                let m = tune_cmd::load_for_tuning(&model, &device(backend)?.autodiff())?;
+                let name = match backend {
+                    Backend::Cpu => "cpu (flex)",
+                    Backend::Wgpu => "wgpu",
+                };
+                tune_cmd::bench_tune(&m, name, steps)
+            })(),
             Command::Generate {
                 text,
                 model,

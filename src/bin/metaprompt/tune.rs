@@ -1,0 +1,240 @@
+//! `metaprompt tune` (few-shot PT on one task over seeds) and `metaprompt bench tune`.
+
+use burn::tensor::Device;
+use metaprompt::model::LoadedModel;
+use metaprompt::prompt::eval::{self, Scores};
+use metaprompt::prompt::optim::OptimizerKind;
+use metaprompt::prompt::tune::{self, Pair, TuneConfig};
+use metaprompt::prompt::{Init, SoftPrompt, initial_prompt, peft};
+use metaprompt::tasks::metrics::mean_std;
+use metaprompt::tasks::sampling::k_shot;
+use metaprompt::tasks::store;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Inputs are cut to this many tokens (prompt + input stay within T5's trained lengths).
+const MAX_INPUT: usize = 256;
+
+pub struct TuneArgs {
+    pub task: String,
+    pub data: PathBuf,
+    pub shots: usize,
+    pub init: String,
+    pub seeds: Vec<u64>,
+    pub len: usize,
+    pub config: TuneConfig,
+    pub max_test: usize,
+    pub out: Option<PathBuf>,
+}
+
+fn parse_init(s: &str, labels: &[String]) -> Result<Init, String> {
+    Ok(match s {
+        "random" => Init::Random,
+        "vocab" => Init::Vocab,
+        "labels" => Init::Labels(labels.to_vec()),
+        path => Init::Given(peft::load(Path::new(path)).map_err(|e| {
+            format!("--init {path:?}: not random|vocab|labels and not a prompt file: {e}")
+        })?),
+    })
+}
+
+fn row(name: &str, s: &Scores) -> String {
+    match s.macro_f1 {
+        Some(f) => format!(
+            "{name:<10} {} {:>6.1}  macro-F1 {:>5.1}",
+            s.metric,
+            s.value * 100.0,
+            f * 100.0
+        ),
+        None => format!("{name:<10} {} {:>6.1}", s.metric, s.value * 100.0),
+    }
+}
+
+pub fn tune_task(model: &LoadedModel, args: &TuneArgs) -> Result<(), String> {
+    let manifest = store::read_manifest(&args.data).map_err(|e| e.to_string())?;
+    let task = manifest.task(&args.task).map_err(|e| e.to_string())?;
+    let pool = store::read_split(&args.data, task, "train").map_err(|e| e.to_string())?;
+    let mut test = store::read_split(&args.data, task, "test").map_err(|e| e.to_string())?;
+    test.truncate(args.max_test);
+    let words: Vec<String> = task
+        .labels
+        .iter()
+        .map(|l| task.verbalize(l).to_string())
+        .collect();
+    let init = parse_init(&args.init, &words)?;
+    let labels = task.kind.has_labels().then_some(task.labels.as_slice());
+    println!(
+        "task {} ({}), {}-shot{}, {} test examples, prompt {} x {}, init {}, {:?} lr {} for {} steps",
+        task.name,
+        task.kind.name(),
+        args.shots,
+        if labels.is_some() { " per class" } else { "" },
+        test.len(),
+        args.len,
+        model.t5.config.d_model,
+        init.name(),
+        args.config.optimizer,
+        args.config.lr,
+        args.config.steps
+    );
+    let zero = pollster::block_on(eval::evaluate(model, None, task, &test, 16, MAX_INPUT))
+        .map_err(|e| e.to_string())?;
+    println!("{}", row("zero-shot", &zero));
+    let mut values = Vec::new();
+    for &seed in &args.seeds {
+        let shots = k_shot(&pool, args.shots, labels, seed);
+        let pairs: Vec<Pair> =
+            eval::pairs(model, task, &shots, MAX_INPUT).map_err(|e| e.to_string())?;
+        let p0 = pollster::block_on(initial_prompt(model, &init, args.len, seed))
+            .map_err(|e| e.to_string())?;
+        let cfg = TuneConfig {
+            seed,
+            ..args.config.clone()
+        };
+        let t = Instant::now();
+        let tuned = pollster::block_on(tune::tune(&model.t5, p0, &pairs, &cfg, &mut |r| {
+            if r.step % 25 == 0 || r.step == 1 {
+                eprintln!(
+                    "  seed {seed} step {:>4} loss {:.4} |g| {:.3} ({:.0} ms/step)",
+                    r.step,
+                    r.loss,
+                    r.grad_norm,
+                    r.elapsed_ms / r.step as f64
+                );
+            }
+            ControlFlow::Continue(())
+        }))
+        .map_err(|e| format!("seed {seed}: {e}"))?;
+        let secs = t.elapsed().as_secs_f64();
+        let s = pollster::block_on(eval::evaluate(
+            model,
+            Some(&tuned.prompt),
+            task,
+            &test,
+            16,
+            MAX_INPUT,
+        ))
+        .map_err(|e| e.to_string())?;
+        println!(
+            "{}   ({} examples, {} steps in {secs:.0} s, final loss {:.3})",
+            row(&format!("seed {seed}"), &s),
+            shots.len(),
+            tuned.history.len(),
+            tuned.history.last().map_or(f32::NAN, |r| r.loss)
+        );
+        values.push(s.value);
+        if let Some(out) = &args.out {
+            let dir = out.join(format!("seed-{seed}"));
+            let cfg = peft::AdapterConfig::for_prompt(&tuned.prompt, init.name(), &model.t5.config);
+            peft::save(&dir, &tuned.prompt, &cfg).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+    }
+    let (m, sd) = mean_std(&values);
+    println!(
+        "{:<10} {} {:>6.1} ± {:.1} over {} seeds (zero-shot {:.1})",
+        "mean",
+        zero.metric,
+        m * 100.0,
+        sd * 100.0,
+        values.len(),
+        zero.value * 100.0
+    );
+    if let Some(out) = &args.out {
+        println!("tuned prompts (PEFT layout) in {}/seed-*/", out.display());
+    }
+    Ok(())
+}
+
+/// Forward FLOPs of one tuning step's matmuls (multiply-add = 2 FLOPs): encoder over `s`
+/// tokens, decoder over `t`, lm_head.
+fn forward_flops(c: &metaprompt::model::T5Config, b: usize, s: usize, t: usize) -> (f64, f64) {
+    let (d, hd, ff, h, dk, v) = (
+        c.d_model,
+        c.num_heads * c.d_kv,
+        c.d_ff,
+        c.num_heads,
+        c.d_kv,
+        c.vocab_size,
+    );
+    let (n, m) = ((b * s) as f64, (b * t) as f64);
+    let (d, hd, ff, v) = (d as f64, hd as f64, ff as f64, v as f64);
+    let attn = |q: f64, k: f64| 2.0 * 2.0 * b as f64 * h as f64 * q * k * dk as f64;
+    let enc = 4.0 * 2.0 * n * d * hd + 3.0 * 2.0 * n * d * ff;
+    let dec = 4.0 * 2.0 * m * d * hd
+        + 2.0 * 2.0 * m * d * hd
+        + 2.0 * 2.0 * n * d * hd
+        + 3.0 * 2.0 * m * d * ff;
+    let attn_total = c.num_layers as f64 * attn(s as f64, s as f64)
+        + c.num_decoder_layers as f64 * (attn(t as f64, t as f64) + attn(t as f64, s as f64));
+    let fwd = c.num_layers as f64 * enc
+        + c.num_decoder_layers as f64 * dec
+        + attn_total
+        + 2.0 * m * d * v;
+    (fwd, attn_total)
+}
+
+/// Times prompt-tuning steps at the issue's shape: batch 8, 64 input tokens + 20 prompt tokens,
+/// 4 target tokens (3 + EOS).
+pub fn bench_tune(model: &LoadedModel, device_name: &str, steps: usize) -> Result<(), String> {
+    let (b, s_in, l, t) = (8, 64, 20, 4);
+    let c = model.t5.config.clone();
+    let pairs: Vec<Pair> = (0..b)
+        .map(|i| Pair {
+            input: (0..s_in)
+                .map(|j| 100 + ((i * 131 + j * 17) % 5000) as u32)
+                .collect(),
+            target: vec![1000 + i as u32, 2000, 3000, c.eos_token_id],
+        })
+        .collect();
+    let refs: Vec<&Pair> = pairs.iter().collect();
+    let prompt = SoftPrompt {
+        len: l,
+        dim: c.d_model,
+        values: metaprompt::selfcheck::test_values(l * c.d_model, 1)
+            .iter()
+            .map(|x| x / 4.0)
+            .collect(),
+    };
+    let (fwd, attn) = forward_flops(&c, b, s_in + l, t);
+    // Input-gradient backward: one matmul per forward matmul, two for attention scores/values
+    // (both operands depend on the prompt).
+    let total = 2.0 * fwd + attn;
+    let warm = Instant::now();
+    pollster::block_on(tune::loss_and_grad(&model.t5, &prompt, &refs))
+        .map_err(|e| e.to_string())?;
+    println!("warm-up step {:.0} ms", warm.elapsed().as_secs_f64() * 1e3);
+    let mut ms = Vec::new();
+    for _ in 0..steps {
+        let t0 = Instant::now();
+        pollster::block_on(tune::loss_and_grad(&model.t5, &prompt, &refs))
+            .map_err(|e| e.to_string())?;
+        ms.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let median = ms[ms.len() / 2];
+    println!(
+        "bench tune [{device_name}] batch {b}, {s_in} input + {l} prompt tokens, {t} target tokens: \
+         median {median:.0} ms/step (min {:.0}, max {:.0}, {steps} steps), {:.0} tokens/s, \
+         {:.1} GFLOP/step ({:.1} forward), {:.1} GFLOP/s",
+        ms[0],
+        ms[ms.len() - 1],
+        (b * (s_in + l + t)) as f64 / (median / 1e3),
+        total / 1e9,
+        fwd / 1e9,
+        total / 1e9 / (median / 1e3)
+    );
+    Ok(())
+}
+
+pub fn parse_optimizer(s: &str) -> Result<OptimizerKind, String> {
+    match s {
+        "adafactor" => Ok(OptimizerKind::Adafactor),
+        "adam" => Ok(OptimizerKind::Adam),
+        _ => Err(format!("--optimizer {s:?}: expected adafactor or adam")),
+    }
+}
+
+pub fn load_for_tuning(dir: &Path, device: &Device) -> Result<LoadedModel, String> {
+    LoadedModel::from_dir(dir, device).map_err(|e| e.to_string())
+}
