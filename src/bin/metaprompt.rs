@@ -104,6 +104,37 @@ mod cli {
             #[arg(long, value_enum, default_value_t = Backend::Cpu)]
             device: Backend,
         },
+        /// A whole suite: zero-shot and PT from each initialisation over seeds -> markdown table.
+        Eval {
+            #[arg(long, default_value = "targets-cls")]
+            suite: String,
+            #[arg(long, value_delimiter = ',', default_value = "random,vocab,labels")]
+            inits: Vec<String>,
+            #[arg(long, default_value_t = 16)]
+            shots: usize,
+            #[arg(long, value_delimiter = ',', default_value = "13,21,42,87,100")]
+            seeds: Vec<u64>,
+            #[arg(long, default_value_t = 100)]
+            steps: usize,
+            #[arg(long, default_value_t = 20)]
+            len: usize,
+            #[arg(long, default_value_t = 0.3)]
+            lr: f32,
+            #[arg(long, default_value = "adafactor")]
+            optimizer: String,
+            #[arg(long, default_value_t = 8)]
+            batch: usize,
+            #[arg(long, default_value_t = 200)]
+            max_test: usize,
+            #[arg(long, default_value = "results/pt-baselines.md")]
+            out: PathBuf,
+            #[arg(long, default_value = "data")]
+            data: PathBuf,
+            #[arg(long, default_value = "models/flan-t5-small")]
+            model: PathBuf,
+            #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+            device: Backend,
+        },
         /// Benchmarks: `bench tune` times prompt-tuning steps on flan-t5-small.
         Bench {
             /// What to time: tune.
@@ -182,6 +213,51 @@ mod cli {
                     },
                 )
             })(),
+            Command::Eval {
+                suite,
+                inits,
+                shots,
+                seeds,
+                steps,
+                len,
+                lr,
+                optimizer,
+                batch,
+                max_test,
+                out,
+                data,
+                model,
+                device: backend,
+            } => (|| {
+                let config = TuneConfig {
+                    steps,
+                    lr,
+                    batch_size: batch,
+                    optimizer: tune_cmd::parse_optimizer(&optimizer)?,
+                    ..TuneConfig::default()
+                };
+                let m = tune_cmd::load_for_tuning(&model, &device(backend)?.autodiff())?;
+                let command_line = std::iter::once("metaprompt".to_string())
+                    .chain(std::env::args().skip(1))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                tune_cmd::eval_suite(
+                    &m,
+                    &tune_cmd::EvalArgs {
+                        suite,
+                        data,
+                        inits,
+                        shots,
+                        seeds,
+                        len,
+                        config,
+                        max_test,
+                        out,
+                        command_line,
+                        device: backend_name(backend).into(),
+                    },
+                )
+            })(),
             Command::Bench {
                 what,
                 steps,
@@ -192,11 +268,7 @@ mod cli {
                     return Err(format!("bench {what:?}: only `bench tune` exists"));
                 }
                 let m = tune_cmd::load_for_tuning(&model, &device(backend)?.autodiff())?;
-                let name = match backend {
-                    Backend::Cpu => "cpu (flex)",
-                    Backend::Wgpu => "wgpu",
-                };
-                tune_cmd::bench_tune(&m, name, steps)
+                tune_cmd::bench_tune(&m, backend_name(backend), steps)
             })(),
             Command::Generate {
                 text,
@@ -252,6 +324,13 @@ mod cli {
             t.elapsed().as_secs_f64()
         );
         Ok(())
+    }
+
+    fn backend_name(backend: Backend) -> &'static str {
+        match backend {
+            Backend::Cpu => "cpu (burn flex)",
+            Backend::Wgpu => "wgpu",
+        }
     }
 
     fn device(backend: Backend) -> Result<burn::tensor::Device, String> {

@@ -8,7 +8,7 @@ use metaprompt::prompt::tune::{self, Pair, TuneConfig};
 use metaprompt::prompt::{Init, SoftPrompt, initial_prompt, peft};
 use metaprompt::tasks::metrics::mean_std;
 use metaprompt::tasks::sampling::k_shot;
-use metaprompt::tasks::store;
+use metaprompt::tasks::{Example, Manifest, TaskInfo, store};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -51,26 +51,109 @@ fn row(name: &str, s: &Scores) -> String {
     }
 }
 
-pub fn tune_task(model: &LoadedModel, args: &TuneArgs) -> Result<(), String> {
-    let manifest = store::read_manifest(&args.data).map_err(|e| e.to_string())?;
-    let task = manifest.task(&args.task).map_err(|e| e.to_string())?;
-    let pool = store::read_split(&args.data, task, "train").map_err(|e| e.to_string())?;
-    let mut test = store::read_split(&args.data, task, "test").map_err(|e| e.to_string())?;
-    test.truncate(args.max_test);
-    let words: Vec<String> = task
-        .labels
+/// One task's data for few-shot runs: the k-shot pool and the (capped) test set.
+pub struct TaskData<'a> {
+    pub task: &'a TaskInfo,
+    pub pool: Vec<Example>,
+    pub test: Vec<Example>,
+}
+
+pub fn task_data<'a>(
+    manifest: &'a Manifest,
+    data: &Path,
+    name: &str,
+    max_test: usize,
+) -> Result<TaskData<'a>, String> {
+    let task = manifest.task(name).map_err(|e| e.to_string())?;
+    let pool = store::read_split(data, task, "train").map_err(|e| e.to_string())?;
+    let mut test = store::read_split(data, task, "test").map_err(|e| e.to_string())?;
+    test.truncate(max_test);
+    Ok(TaskData { task, pool, test })
+}
+
+/// Label words of a task, for the label initialisation.
+fn label_words(task: &TaskInfo) -> Vec<String> {
+    task.labels
         .iter()
         .map(|l| task.verbalize(l).to_string())
-        .collect();
-    let init = parse_init(&args.init, &words)?;
-    let labels = task.kind.has_labels().then_some(task.labels.as_slice());
+        .collect()
+}
+
+pub fn zero_shot(model: &LoadedModel, d: &TaskData) -> Result<Scores, String> {
+    pollster::block_on(eval::evaluate(model, None, d.task, &d.test, 16, MAX_INPUT))
+        .map_err(|e| e.to_string())
+}
+
+/// PT from `init` on a k-shot sample for `seed`, then the test score; the tuned prompt too.
+pub fn run_seed(
+    model: &LoadedModel,
+    d: &TaskData,
+    init: &Init,
+    shots: usize,
+    len: usize,
+    config: &TuneConfig,
+    seed: u64,
+) -> Result<(Scores, SoftPrompt, String), String> {
+    let labels = d.task.kind.has_labels().then_some(d.task.labels.as_slice());
+    let sample = k_shot(&d.pool, shots, labels, seed);
+    let pairs: Vec<Pair> =
+        eval::pairs(model, d.task, &sample, MAX_INPUT).map_err(|e| e.to_string())?;
+    let p0 =
+        pollster::block_on(initial_prompt(model, init, len, seed)).map_err(|e| e.to_string())?;
+    let cfg = TuneConfig {
+        seed,
+        ..config.clone()
+    };
+    let t = Instant::now();
+    let tuned = pollster::block_on(tune::tune(&model.t5, p0, &pairs, &cfg, &mut |r| {
+        if r.step % 25 == 0 || r.step == 1 {
+            eprintln!(
+                "  {} {} seed {seed} step {:>4} loss {:.4} |g| {:.3} ({:.0} ms/step)",
+                d.task.name,
+                init.name(),
+                r.step,
+                r.loss,
+                r.grad_norm,
+                r.elapsed_ms / r.step as f64
+            );
+        }
+        ControlFlow::Continue(())
+    }))
+    .map_err(|e| format!("{} seed {seed}: {e}", d.task.name))?;
+    let secs = t.elapsed().as_secs_f64();
+    let s = pollster::block_on(eval::evaluate(
+        model,
+        Some(&tuned.prompt),
+        d.task,
+        &d.test,
+        16,
+        MAX_INPUT,
+    ))
+    .map_err(|e| e.to_string())?;
+    let info = format!(
+        "{} examples, {} steps in {secs:.0} s, final loss {:.3}",
+        sample.len(),
+        tuned.history.len(),
+        tuned.history.last().map_or(f32::NAN, |r| r.loss)
+    );
+    Ok((s, tuned.prompt, info))
+}
+
+pub fn tune_task(model: &LoadedModel, args: &TuneArgs) -> Result<(), String> {
+    let manifest = store::read_manifest(&args.data).map_err(|e| e.to_string())?;
+    let d = task_data(&manifest, &args.data, &args.task, args.max_test)?;
+    let init = parse_init(&args.init, &label_words(d.task))?;
     println!(
         "task {} ({}), {}-shot{}, {} test examples, prompt {} x {}, init {}, {:?} lr {} for {} steps",
-        task.name,
-        task.kind.name(),
+        d.task.name,
+        d.task.kind.name(),
         args.shots,
-        if labels.is_some() { " per class" } else { "" },
-        test.len(),
+        if d.task.kind.has_labels() {
+            " per class"
+        } else {
+            ""
+        },
+        d.test.len(),
         args.len,
         model.t5.config.d_model,
         init.name(),
@@ -78,56 +161,18 @@ pub fn tune_task(model: &LoadedModel, args: &TuneArgs) -> Result<(), String> {
         args.config.lr,
         args.config.steps
     );
-    let zero = pollster::block_on(eval::evaluate(model, None, task, &test, 16, MAX_INPUT))
-        .map_err(|e| e.to_string())?;
+    let zero = zero_shot(model, &d)?;
     println!("{}", row("zero-shot", &zero));
     let mut values = Vec::new();
     for &seed in &args.seeds {
-        let shots = k_shot(&pool, args.shots, labels, seed);
-        let pairs: Vec<Pair> =
-            eval::pairs(model, task, &shots, MAX_INPUT).map_err(|e| e.to_string())?;
-        let p0 = pollster::block_on(initial_prompt(model, &init, args.len, seed))
-            .map_err(|e| e.to_string())?;
-        let cfg = TuneConfig {
-            seed,
-            ..args.config.clone()
-        };
-        let t = Instant::now();
-        let tuned = pollster::block_on(tune::tune(&model.t5, p0, &pairs, &cfg, &mut |r| {
-            if r.step % 25 == 0 || r.step == 1 {
-                eprintln!(
-                    "  seed {seed} step {:>4} loss {:.4} |g| {:.3} ({:.0} ms/step)",
-                    r.step,
-                    r.loss,
-                    r.grad_norm,
-                    r.elapsed_ms / r.step as f64
-                );
-            }
-            ControlFlow::Continue(())
-        }))
-        .map_err(|e| format!("seed {seed}: {e}"))?;
-        let secs = t.elapsed().as_secs_f64();
-        let s = pollster::block_on(eval::evaluate(
-            model,
-            Some(&tuned.prompt),
-            task,
-            &test,
-            16,
-            MAX_INPUT,
-        ))
-        .map_err(|e| e.to_string())?;
-        println!(
-            "{}   ({} examples, {} steps in {secs:.0} s, final loss {:.3})",
-            row(&format!("seed {seed}"), &s),
-            shots.len(),
-            tuned.history.len(),
-            tuned.history.last().map_or(f32::NAN, |r| r.loss)
-        );
+        let (s, prompt, info) =
+            run_seed(model, &d, &init, args.shots, args.len, &args.config, seed)?;
+        println!("{}   ({info})", row(&format!("seed {seed}"), &s));
         values.push(s.value);
         if let Some(out) = &args.out {
             let dir = out.join(format!("seed-{seed}"));
-            let cfg = peft::AdapterConfig::for_prompt(&tuned.prompt, init.name(), &model.t5.config);
-            peft::save(&dir, &tuned.prompt, &cfg).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let cfg = peft::AdapterConfig::for_prompt(&prompt, init.name(), &model.t5.config);
+            peft::save(&dir, &prompt, &cfg).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
     }
     let (m, sd) = mean_std(&values);
@@ -143,6 +188,121 @@ pub fn tune_task(model: &LoadedModel, args: &TuneArgs) -> Result<(), String> {
     if let Some(out) = &args.out {
         println!("tuned prompts (PEFT layout) in {}/seed-*/", out.display());
     }
+    Ok(())
+}
+
+pub struct EvalArgs {
+    pub suite: String,
+    pub data: PathBuf,
+    pub inits: Vec<String>,
+    pub shots: usize,
+    pub seeds: Vec<u64>,
+    pub len: usize,
+    pub config: TuneConfig,
+    pub max_test: usize,
+    pub out: PathBuf,
+    pub command_line: String,
+    pub device: String,
+}
+
+/// A whole suite: zero-shot and PT from each initialisation over the seeds, as a markdown table
+/// (mean ± std of the headline metric, x100) with the command line that produced it, plus the
+/// per-seed values as JSON next to it.
+pub fn eval_suite(model: &LoadedModel, args: &EvalArgs) -> Result<(), String> {
+    let manifest = store::read_manifest(&args.data).map_err(|e| e.to_string())?;
+    let names = manifest.suites.get(&args.suite).ok_or_else(|| {
+        format!(
+            "no suite {:?} (have: {})",
+            args.suite,
+            manifest
+                .suites
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let start = Instant::now();
+    let mut rows = Vec::new();
+    let mut raw = serde_json::Map::new();
+    for name in names {
+        let d = task_data(&manifest, &args.data, name, args.max_test)?;
+        let zero = zero_shot(model, &d)?;
+        eprintln!(
+            "{name}: zero-shot {} {:.1}",
+            zero.metric,
+            zero.value * 100.0
+        );
+        let mut cells = vec![format!("{:.1}", zero.value * 100.0)];
+        let mut per_init = serde_json::Map::new();
+        per_init.insert("zero-shot".into(), serde_json::json!(zero.value));
+        let mut wins = 0;
+        for init_name in &args.inits {
+            let init = parse_init(init_name, &label_words(d.task))?;
+            let mut values = Vec::new();
+            for &seed in &args.seeds {
+                let (s, _, info) =
+                    run_seed(model, &d, &init, args.shots, args.len, &args.config, seed)?;
+                eprintln!(
+                    "{name} {init_name} seed {seed}: {} {:.1} ({info})",
+                    s.metric,
+                    s.value * 100.0
+                );
+                values.push(s.value);
+            }
+            let (m, sd) = mean_std(&values);
+            wins += usize::from(m > zero.value);
+            cells.push(format!("{:.1} ± {:.1}", m * 100.0, sd * 100.0));
+            per_init.insert(init_name.clone(), serde_json::json!(values));
+        }
+        raw.insert(name.clone(), serde_json::Value::Object(per_init));
+        rows.push((name.clone(), zero.metric.clone(), cells, wins));
+    }
+    let mut md = format!(
+        "# Prompt tuning baselines: suite `{}`\n\nGenerated by:\n\n    {}\n\n\
+         {}-shot ({} per class for label tasks), seeds {:?}, prompt length {}, {:?} lr {} for {} steps, batch {}, \
+         at most {} test examples per task, device {}; {:.0} min in all. Cells: mean ± sample std over seeds of the \
+         headline metric, x100.\n\n| task | metric | zero-shot |",
+        args.suite,
+        args.command_line,
+        args.shots,
+        args.shots,
+        args.seeds,
+        args.len,
+        args.config.optimizer,
+        args.config.lr,
+        args.config.steps,
+        args.config.batch_size,
+        args.max_test,
+        args.device,
+        start.elapsed().as_secs_f64() / 60.0
+    );
+    for i in &args.inits {
+        md.push_str(&format!(" PT {i} |"));
+    }
+    md.push_str("\n|---|---|---|");
+    md.push_str(&"---|".repeat(args.inits.len()));
+    md.push('\n');
+    for (name, metric, cells, _) in &rows {
+        md.push_str(&format!("| {name} | {metric} | {} |\n", cells.join(" | ")));
+    }
+    let beat: usize = rows.iter().map(|r| r.3).sum();
+    md.push_str(&format!(
+        "\nPT beats zero-shot in {beat} of {} (task, initialisation) pairs.\n",
+        rows.len() * args.inits.len()
+    ));
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::write(&args.out, &md).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    let json = args.out.with_extension("json");
+    std::fs::write(
+        &json,
+        serde_json::to_string_pretty(&raw).expect("json") + "\n",
+    )
+    .map_err(|e| format!("{}: {e}", json.display()))?;
+    print!("{md}");
+    println!("wrote {} and {}", args.out.display(), json.display());
     Ok(())
 }
 
