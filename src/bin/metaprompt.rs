@@ -72,37 +72,14 @@ mod cli {
         Tune {
             #[arg(long)]
             task: String,
-            #[arg(long, default_value_t = 16)]
-            shots: usize,
             /// random | vocab | labels | a PEFT prompt folder or .safetensors file.
             #[arg(long, default_value = "random")]
             init: String,
-            #[arg(long, value_delimiter = ',', default_value = "13,21,42,87,100")]
-            seeds: Vec<u64>,
-            #[arg(long, default_value_t = 100)]
-            steps: usize,
-            /// Prompt length.
-            #[arg(long, default_value_t = 20)]
-            len: usize,
-            #[arg(long, default_value_t = 0.3)]
-            lr: f32,
-            /// adafactor | adam
-            #[arg(long, default_value = "adafactor")]
-            optimizer: String,
-            #[arg(long, default_value_t = 8)]
-            batch: usize,
-            /// Evaluate on at most this many test examples.
-            #[arg(long, default_value_t = 200)]
-            max_test: usize,
             /// Write the tuned prompts here (PEFT layout, one folder per seed).
             #[arg(long)]
             out: Option<PathBuf>,
-            #[arg(long, default_value = "data")]
-            data: PathBuf,
-            #[arg(long, default_value = "models/flan-t5-small")]
-            model: PathBuf,
-            #[arg(long, value_enum, default_value_t = Backend::Cpu)]
-            device: Backend,
+            #[command(flatten)]
+            run: RunArgs,
         },
         /// A whole suite: zero-shot and PT from each initialisation over seeds -> markdown table.
         Eval {
@@ -110,30 +87,10 @@ mod cli {
             suite: String,
             #[arg(long, value_delimiter = ',', default_value = "random,vocab,labels")]
             inits: Vec<String>,
-            #[arg(long, default_value_t = 16)]
-            shots: usize,
-            #[arg(long, value_delimiter = ',', default_value = "13,21,42,87,100")]
-            seeds: Vec<u64>,
-            #[arg(long, default_value_t = 100)]
-            steps: usize,
-            #[arg(long, default_value_t = 20)]
-            len: usize,
-            #[arg(long, default_value_t = 0.3)]
-            lr: f32,
-            #[arg(long, default_value = "adafactor")]
-            optimizer: String,
-            #[arg(long, default_value_t = 8)]
-            batch: usize,
-            #[arg(long, default_value_t = 200)]
-            max_test: usize,
             #[arg(long, default_value = "results/pt-baselines.md")]
             out: PathBuf,
-            #[arg(long, default_value = "data")]
-            data: PathBuf,
-            #[arg(long, default_value = "models/flan-t5-small")]
-            model: PathBuf,
-            #[arg(long, value_enum, default_value_t = Backend::Cpu)]
-            device: Backend,
+            #[command(flatten)]
+            run: RunArgs,
         },
         /// Benchmarks: `bench tune` times prompt-tuning steps on flan-t5-small.
         Bench {
@@ -161,6 +118,53 @@ mod cli {
         },
     }
 
+    /// What `tune` and `eval` share: the few-shot setting, the tuning loop, data, model, device.
+    #[derive(clap::Args)]
+    struct RunArgs {
+        #[arg(long, default_value_t = 16)]
+        shots: usize,
+        #[arg(long, value_delimiter = ',', default_value = "13,21,42,87,100")]
+        seeds: Vec<u64>,
+        #[arg(long, default_value_t = 100)]
+        steps: usize,
+        /// Prompt length.
+        #[arg(long, default_value_t = 20)]
+        len: usize,
+        #[arg(long, default_value_t = 0.3)]
+        lr: f32,
+        /// adafactor | adam
+        #[arg(long, default_value = "adafactor")]
+        optimizer: String,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Evaluate on at most this many test examples per task.
+        #[arg(long, default_value_t = 200)]
+        max_test: usize,
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        #[arg(long, default_value = "models/flan-t5-small")]
+        model: PathBuf,
+        #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+        device: Backend,
+    }
+
+    impl RunArgs {
+        fn config(&self) -> Result<TuneConfig, String> {
+            Ok(TuneConfig {
+                steps: self.steps,
+                lr: self.lr,
+                batch_size: self.batch,
+                optimizer: tune_cmd::parse_optimizer(&self.optimizer)?,
+                ..TuneConfig::default()
+            })
+        }
+
+        /// The model on the autodiff version of the chosen device.
+        fn load(&self) -> Result<LoadedModel, String> {
+            tune_cmd::load_for_tuning(&self.model, &device(self.device)?.autodiff())
+        }
+    }
+
     #[derive(Clone, Copy, ValueEnum)]
     enum Backend {
         /// burn's CPU backend (flex).
@@ -176,39 +180,23 @@ mod cli {
             Command::Data { command } => data::run(command),
             Command::Tune {
                 task,
-                shots,
                 init,
-                seeds,
-                steps,
-                len,
-                lr,
-                optimizer,
-                batch,
-                max_test,
                 out,
-                data,
-                model,
-                device: backend,
+                run,
             } => (|| {
-                let config = TuneConfig {
-                    steps,
-                    lr,
-                    batch_size: batch,
-                    optimizer: tune_cmd::parse_optimizer(&optimizer)?,
-                    ..TuneConfig::default()
-                };
-                let m = tune_cmd::load_for_tuning(&model, &device(backend)?.autodiff())?;
+                let config = run.config()?;
+                let m = run.load()?;
                 tune_cmd::tune_task(
                     &m,
                     &tune_cmd::TuneArgs {
                         task,
-                        data,
-                        shots,
                         init,
-                        seeds,
-                        len,
+                        shots: run.shots,
+                        seeds: run.seeds.clone(),
+                        len: run.len,
                         config,
-                        max_test,
+                        max_test: run.max_test,
+                        data: run.data.clone(),
                         out,
                     },
                 )
@@ -216,27 +204,11 @@ mod cli {
             Command::Eval {
                 suite,
                 inits,
-                shots,
-                seeds,
-                steps,
-                len,
-                lr,
-                optimizer,
-                batch,
-                max_test,
                 out,
-                data,
-                model,
-                device: backend,
+                run,
             } => (|| {
-                let config = TuneConfig {
-                    steps,
-                    lr,
-                    batch_size: batch,
-                    optimizer: tune_cmd::parse_optimizer(&optimizer)?,
-                    ..TuneConfig::default()
-                };
-                let m = tune_cmd::load_for_tuning(&model, &device(backend)?.autodiff())?;
+                let config = run.config()?;
+                let m = run.load()?;
                 let command_line = std::iter::once("metaprompt".to_string())
                     .chain(std::env::args().skip(1))
                     .collect::<Vec<_>>()
@@ -245,16 +217,16 @@ mod cli {
                     &m,
                     &tune_cmd::EvalArgs {
                         suite,
-                        data,
                         inits,
-                        shots,
-                        seeds,
-                        len,
+                        shots: run.shots,
+                        seeds: run.seeds.clone(),
+                        len: run.len,
                         config,
-                        max_test,
+                        max_test: run.max_test,
+                        data: run.data.clone(),
                         out,
                         command_line,
-                        device: backend_name(backend).into(),
+                        device: backend_name(run.device).into(),
                     },
                 )
             })(),
