@@ -102,6 +102,8 @@ mod cli {
             model: PathBuf,
             #[arg(long, value_enum, default_value_t = Backend::Cpu)]
             device: Backend,
+            #[arg(long, value_enum, default_value_t = Kernels::Ours)]
+            kernels: Kernels,
         },
         /// Few-shot task suites: derive them, list them, show examples.
         Data {
@@ -146,6 +148,8 @@ mod cli {
         model: PathBuf,
         #[arg(long, value_enum, default_value_t = Backend::Cpu)]
         device: Backend,
+        #[arg(long, value_enum, default_value_t = Kernels::Ours)]
+        kernels: Kernels,
     }
 
     impl RunArgs {
@@ -159,10 +163,38 @@ mod cli {
             })
         }
 
-        /// The model on the autodiff version of the chosen device.
-        fn load(&self) -> Result<LoadedModel, String> {
-            tune_cmd::load_for_tuning(&self.model, &device(self.device)?.autodiff())
+        fn load(&self) -> Result<tune_cmd::Runner, String> {
+            runner(&self.model, self.device, self.kernels)
         }
+    }
+
+    /// Which implementation of the model's ops runs tuning and evaluation.
+    #[derive(Clone, Copy, PartialEq, ValueEnum)]
+    enum Kernels {
+        /// Ours: on the CPU, the hand-written forward/backward (crate::cpu).
+        Ours,
+        /// burn's generic tensor ops with autodiff.
+        Generic,
+    }
+
+    fn runner(
+        model: &Path,
+        backend: Backend,
+        kernels: Kernels,
+    ) -> Result<tune_cmd::Runner, String> {
+        let name = match (backend, kernels) {
+            (Backend::Cpu, Kernels::Ours) => "cpu (ours)",
+            (Backend::Cpu, Kernels::Generic) => "cpu (burn flex, generic ops)",
+            (Backend::Wgpu, Kernels::Generic) => "wgpu (burn, generic ops)",
+            (Backend::Wgpu, Kernels::Ours) => {
+                return Err(
+                    "--device wgpu --kernels ours: our WGSL kernels do not run the whole model yet \
+                     (issue #5); use --kernels generic for burn's ops on wgpu"
+                        .into(),
+                );
+            }
+        };
+        tune_cmd::load_for_tuning(model, &device(backend)?, kernels == Kernels::Ours, name)
     }
 
     #[derive(Clone, Copy, ValueEnum)]
@@ -226,7 +258,7 @@ mod cli {
                         data: run.data.clone(),
                         out,
                         command_line,
-                        device: backend_name(run.device).into(),
+                        device: m.name.clone(),
                     },
                 )
             })(),
@@ -235,12 +267,12 @@ mod cli {
                 steps,
                 model,
                 device: backend,
+                kernels,
             } => (|| {
                 if what != "tune" {
                     return Err(format!("bench {what:?}: only `bench tune` exists"));
                 }
-                let m = tune_cmd::load_for_tuning(&model, &device(backend)?.autodiff())?;
-                tune_cmd::bench_tune(&m, backend_name(backend), steps)
+                tune_cmd::bench_tune(&runner(&model, backend, kernels)?, steps)
             })(),
             Command::Generate {
                 text,
@@ -296,13 +328,6 @@ mod cli {
             t.elapsed().as_secs_f64()
         );
         Ok(())
-    }
-
-    fn backend_name(backend: Backend) -> &'static str {
-        match backend {
-            Backend::Cpu => "cpu (burn flex)",
-            Backend::Wgpu => "wgpu",
-        }
     }
 
     fn device(backend: Backend) -> Result<burn::tensor::Device, String> {

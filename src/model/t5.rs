@@ -108,12 +108,20 @@ impl T5 {
             let n = v.len();
             Ok(Tensor::from_data(TensorData::new(v, [n]), device))
         };
-        // PyTorch [out, in] -> ours [in, out].
+        // PyTorch [out, in] -> ours [in, out], transposed on the host so that the stored
+        // layout is contiguous (a strided view makes the CPU matmul repack it on every call).
         let linear = |name: &str, out: usize, inp: usize| -> Result<Tensor<2>, CheckpointError> {
-            Ok(
-                Tensor::<2>::from_data(TensorData::new(ckpt.f32(name)?, [out, inp]), device)
-                    .transpose(),
-            )
+            let w = ckpt.f32(name)?;
+            let mut t = vec![0f32; w.len()];
+            for (o, row) in w.chunks_exact(inp).enumerate() {
+                for (i, &x) in row.iter().enumerate() {
+                    t[i * out + o] = x;
+                }
+            }
+            Ok(Tensor::<2>::from_data(
+                TensorData::new(t, [inp, out]),
+                device,
+            ))
         };
         let (d, inner, ff) = (c.d_model, c.inner_dim(), c.d_ff);
         let attention = |p: &str, bias: bool| -> Result<Attention, CheckpointError> {
@@ -276,7 +284,7 @@ impl T5 {
             h = h + feed_forward(&block.ff, x);
         }
         let h = rms_norm(h, &self.decoder_norm, eps);
-        h.matmul(self.lm_head.clone().unsqueeze::<3>())
+        linear(h, &self.lm_head)
     }
 
     /// Multi-head attention of queries from `x` over keys/values from `kv`, plus an additive bias
@@ -286,9 +294,7 @@ impl T5 {
         let [b, tq, _] = x.dims();
         let tk = kv.dims()[1];
         let heads = |t: Tensor<3>, w: &Tensor<2>, len: usize| -> Tensor<4> {
-            t.matmul(w.clone().unsqueeze::<3>())
-                .reshape([b, len, h, dk])
-                .swap_dims(1, 2)
+            linear(t, w).reshape([b, len, h, dk]).swap_dims(1, 2)
         };
         let q = heads(x, &a.q, tq);
         let k = heads(kv.clone(), &a.k, tk);
@@ -296,9 +302,7 @@ impl T5 {
         // No 1/sqrt(d_kv): folded into T5's weights.
         let scores = q.matmul(k.swap_dims(2, 3)) + bias;
         let out = softmax(scores, 3).matmul(v);
-        out.swap_dims(1, 2)
-            .reshape([b, tq, h * dk])
-            .matmul(a.o.clone().unsqueeze::<3>())
+        linear(out.swap_dims(1, 2).reshape([b, tq, h * dk]), &a.o)
     }
 
     /// `[1, heads, q, k]` relative-position bias of a stack's first block.
@@ -434,9 +438,17 @@ fn rms_norm<const D: usize>(x: Tensor<D>, w: &Tensor<1>, eps: f32) -> Tensor<D> 
 
 /// T5 v1.1's gated GELU with the tanh approximation ("gelu_new").
 fn feed_forward(f: &FeedForward, x: Tensor<3>) -> Tensor<3> {
-    let g = x.clone().matmul(f.wi_0.clone().unsqueeze::<3>());
-    let lin = x.matmul(f.wi_1.clone().unsqueeze::<3>());
-    (gelu_tanh(g) * lin).matmul(f.wo.clone().unsqueeze::<3>())
+    let g = linear(x.clone(), &f.wi_0);
+    let lin = linear(x, &f.wi_1);
+    linear(gelu_tanh(g) * lin, &f.wo)
+}
+
+/// `x @ w` for activations `[batch, len, in]` as one `[batch * len, in]` matmul: a single large
+/// GEMM parallelises and packs the weight once instead of once per sequence.
+fn linear(x: Tensor<3>, w: &Tensor<2>) -> Tensor<3> {
+    let [b, s, d] = x.dims();
+    let n = w.dims()[1];
+    x.reshape([b * s, d]).matmul(w.clone()).reshape([b, s, n])
 }
 
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {

@@ -1,9 +1,10 @@
 //! Evaluation with or without a prompt: rank classification for label tasks (score every label's
 //! verbalizer tokens, pick the best), greedy generation otherwise; metrics from `tasks::metrics`.
 
-use super::tune::Pair;
-use super::{SoftPrompt, encode_with_prompt};
-use crate::model::{Batch, LoadedModel};
+use super::SoftPrompt;
+use super::engine::Engine;
+use super::tune::{Pair, TuneError};
+use crate::model::LoadedModel;
 use crate::tasks::metrics;
 use crate::tasks::{Example, TaskInfo, TaskKind};
 use crate::text::tokenizer::TokenizerError;
@@ -56,15 +57,16 @@ pub struct Scores {
 pub enum EvalError {
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
-    #[error("reading scores back: {0}")]
-    ReadBack(String),
+    #[error(transparent)]
+    Run(#[from] TuneError),
     #[error("task {0} has no labels to rank")]
     NoLabels(String),
 }
 
-/// Scores `examples` of `task` with `prompt` (None: zero-shot, the bare model).
+/// Scores `examples` of `task` with `prompt` (None: zero-shot, the bare model) on `engine`.
 pub async fn evaluate(
     model: &LoadedModel,
+    engine: Engine<'_>,
     prompt: Option<&SoftPrompt>,
     task: &TaskInfo,
     examples: &[Example],
@@ -83,7 +85,8 @@ pub async fn evaluate(
             .collect::<Result<_, _>>()?;
         let mut out = Vec::with_capacity(examples.len());
         for chunk in pairs.chunks(batch.max(1)) {
-            for best in rank(model, prompt, chunk, &label_tokens).await? {
+            let inputs: Vec<Vec<u32>> = chunk.iter().map(|p| p.input.clone()).collect();
+            for best in engine.rank(prompt, &inputs, &label_tokens).await? {
                 out.push(task.labels[best].clone());
             }
         }
@@ -98,10 +101,7 @@ pub async fn evaluate(
         let mut out = Vec::with_capacity(examples.len());
         for chunk in pairs.chunks(batch.max(1)) {
             let inputs: Vec<Vec<u32>> = chunk.iter().map(|p| p.input.clone()).collect();
-            let b = Batch::new(&inputs);
-            let p = prompt.map(|p| p.tensor(&model.t5.device));
-            let (enc, mask) = encode_with_prompt(&model.t5, p, &b);
-            for ids in model.t5.generate(enc, &mask, max_new).await {
+            for ids in engine.generate(prompt, &inputs, max_new).await? {
                 out.push(model.tokenizer.decode(&ids)?);
             }
         }
@@ -147,35 +147,4 @@ fn references(e: &Example) -> Vec<&str> {
     } else {
         e.answers.iter().map(String::as_str).collect()
     }
-}
-
-/// Index of the best-scoring label (sum of log-probabilities of its tokens) per example.
-async fn rank(
-    model: &LoadedModel,
-    prompt: Option<&SoftPrompt>,
-    chunk: &[Pair],
-    label_tokens: &[Vec<u32>],
-) -> Result<Vec<usize>, EvalError> {
-    let inputs: Vec<Vec<u32>> = chunk.iter().map(|p| p.input.clone()).collect();
-    let b = Batch::new(&inputs);
-    let p = prompt.map(|p| p.tensor(&model.t5.device));
-    let (enc, mask) = encode_with_prompt(&model.t5, p, &b);
-    let mut best = vec![(f32::NEG_INFINITY, 0usize); chunk.len()];
-    for (li, tokens) in label_tokens.iter().enumerate() {
-        let targets = vec![tokens.clone(); chunk.len()];
-        let scores = model
-            .t5
-            .score_tensor(enc.clone(), &mask, &targets)
-            .into_data_async()
-            .await
-            .map_err(|e| EvalError::ReadBack(format!("{e:?}")))?
-            .try_to_vec::<f32>()
-            .map_err(|e| EvalError::ReadBack(format!("{e:?}")))?;
-        for (i, s) in scores.into_iter().enumerate() {
-            if s > best[i].0 {
-                best[i] = (s, li);
-            }
-        }
-    }
-    Ok(best.into_iter().map(|(_, l)| l).collect())
 }

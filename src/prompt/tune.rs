@@ -3,6 +3,7 @@
 //! Adafactor or Adam, a step budget or early stopping on the support loss, a progress callback
 //! that can cancel, and a clear stop on NaN/inf.
 
+use super::engine::Engine;
 use super::optim::{Optimizer, OptimizerKind, clip_grad_norm};
 use super::{SoftPrompt, encode_with_prompt};
 use crate::model::{Batch, T5};
@@ -110,42 +111,18 @@ pub fn loss(t5: &T5, prompt: Option<Tensor<2>>, pairs: &[&Pair]) -> Tensor<1> {
         .mul_scalar(-1.0 / n_tokens.max(1) as f32)
 }
 
-async fn scalar(t: Tensor<1>) -> Result<f32, TuneError> {
-    let v = t
-        .into_data_async()
-        .await
-        .map_err(|e| TuneError::ReadBack(format!("{e:?}")))?;
-    v.try_to_vec::<f32>()
-        .map_err(|e| TuneError::ReadBack(format!("{e:?}")))?
-        .first()
-        .copied()
-        .ok_or_else(|| TuneError::ReadBack("empty loss".into()))
-}
-
-/// Loss and prompt gradient for one minibatch. `t5` must live on an autodiff device.
-pub async fn loss_and_grad(
-    t5: &T5,
+/// Loss and prompt gradient for one minibatch (burn engines need an autodiff device).
+pub async fn loss_and_grad<'a>(
+    engine: impl Into<Engine<'a>>,
     prompt: &SoftPrompt,
     pairs: &[&Pair],
 ) -> Result<(f32, Vec<f32>), TuneError> {
-    let p = prompt.tensor(&t5.device).require_grad();
-    let l = loss(t5, Some(p.clone()), pairs);
-    let grads = l.backward();
-    let g = p
-        .grad(&grads)
-        .ok_or_else(|| TuneError::ReadBack("the prompt received no gradient".into()))?;
-    let g = g
-        .into_data_async()
-        .await
-        .map_err(|e| TuneError::ReadBack(format!("{e:?}")))?
-        .try_to_vec::<f32>()
-        .map_err(|e| TuneError::ReadBack(format!("{e:?}")))?;
-    Ok((scalar(l).await?, g))
+    engine.into().loss_and_grad(prompt, pairs).await
 }
 
 /// Support-set loss without gradients, in minibatches.
 pub async fn support_loss(
-    t5: &T5,
+    engine: Engine<'_>,
     prompt: &SoftPrompt,
     pairs: &[Pair],
     batch: usize,
@@ -155,8 +132,7 @@ pub async fn support_loss(
     for chunk in pairs.chunks(batch.max(1)) {
         let refs: Vec<&Pair> = chunk.iter().collect();
         let n: usize = chunk.iter().map(|p| p.target.len()).sum();
-        let l = scalar(loss(t5, Some(prompt.tensor(&t5.device)), &refs)).await?;
-        total += l * n as f32;
+        total += engine.loss(prompt, &refs).await? * n as f32;
         tokens += n;
     }
     Ok(total / tokens.max(1) as f32)
@@ -164,8 +140,8 @@ pub async fn support_loss(
 
 /// Tunes `prompt` on `support`. `on_step` is called after every step; returning
 /// `ControlFlow::Break(())` cancels (the prompt so far is returned).
-pub async fn tune(
-    t5: &T5,
+pub async fn tune<'a>(
+    engine: impl Into<Engine<'a>>,
     mut prompt: SoftPrompt,
     support: &[Pair],
     cfg: &TuneConfig,
@@ -174,6 +150,7 @@ pub async fn tune(
     if support.is_empty() {
         return Err(TuneError::Empty);
     }
+    let engine = engine.into();
     let start = crate::clock::now_ms();
     let mut opt = Optimizer::new(cfg.optimizer, prompt.len, prompt.dim);
     let mut rng = SplitMix64::new(cfg.seed);
@@ -189,7 +166,7 @@ pub async fn tune(
         }
         let idx: Vec<usize> = order.drain(..bs).collect();
         let pairs: Vec<&Pair> = idx.iter().map(|&i| &support[i]).collect();
-        let (l, mut g) = loss_and_grad(t5, &prompt, &pairs).await?;
+        let (l, mut g) = engine.loss_and_grad(&prompt, &pairs).await?;
         if !l.is_finite() {
             return Err(TuneError::NonFinite {
                 step,
@@ -217,7 +194,7 @@ pub async fn tune(
         if let Some(es) = cfg.early_stop
             && step % es.every.max(1) == 0
         {
-            let sl = support_loss(t5, &prompt, support, cfg.batch_size).await?;
+            let sl = support_loss(engine, &prompt, support, cfg.batch_size).await?;
             report.support_loss = Some(sl);
             if sl < best {
                 (best, best_prompt, since_best) = (sl, prompt.clone(), 0);

@@ -1,7 +1,10 @@
 //! `metaprompt tune` (few-shot PT on one task over seeds) and `metaprompt bench tune`.
 
 use burn::tensor::Device;
+use metaprompt::cpu::CpuT5;
 use metaprompt::model::LoadedModel;
+use metaprompt::model::checkpoint::Checkpoint;
+use metaprompt::prompt::engine::Engine;
 use metaprompt::prompt::eval::{self, Scores};
 use metaprompt::prompt::optim::OptimizerKind;
 use metaprompt::prompt::tune::{self, Pair, TuneConfig};
@@ -79,14 +82,22 @@ fn label_words(task: &TaskInfo) -> Vec<String> {
         .collect()
 }
 
-pub fn zero_shot(model: &LoadedModel, d: &TaskData) -> Result<Scores, String> {
-    pollster::block_on(eval::evaluate(model, None, d.task, &d.test, 16, MAX_INPUT))
-        .map_err(|e| e.to_string())
+pub fn zero_shot(r: &Runner, d: &TaskData) -> Result<Scores, String> {
+    pollster::block_on(eval::evaluate(
+        &r.model,
+        r.engine(),
+        None,
+        d.task,
+        &d.test,
+        16,
+        MAX_INPUT,
+    ))
+    .map_err(|e| e.to_string())
 }
 
 /// PT from `init` on a k-shot sample for `seed`, then the test score; the tuned prompt too.
 pub fn run_seed(
-    model: &LoadedModel,
+    r: &Runner,
     d: &TaskData,
     init: &Init,
     shots: usize,
@@ -94,6 +105,7 @@ pub fn run_seed(
     config: &TuneConfig,
     seed: u64,
 ) -> Result<(Scores, SoftPrompt, String), String> {
+    let model = &r.model;
     let labels = d.task.kind.has_labels().then_some(d.task.labels.as_slice());
     let sample = k_shot(&d.pool, shots, labels, seed);
     let pairs: Vec<Pair> =
@@ -105,7 +117,7 @@ pub fn run_seed(
         ..config.clone()
     };
     let t = Instant::now();
-    let tuned = pollster::block_on(tune::tune(&model.t5, p0, &pairs, &cfg, &mut |r| {
+    let tuned = pollster::block_on(tune::tune(r.engine(), p0, &pairs, &cfg, &mut |r| {
         if r.step % 25 == 0 || r.step == 1 {
             eprintln!(
                 "  {} {} seed {seed} step {:>4} loss {:.4} |g| {:.3} ({:.0} ms/step)",
@@ -123,6 +135,7 @@ pub fn run_seed(
     let secs = t.elapsed().as_secs_f64();
     let s = pollster::block_on(eval::evaluate(
         model,
+        r.engine(),
         Some(&tuned.prompt),
         d.task,
         &d.test,
@@ -139,7 +152,8 @@ pub fn run_seed(
     Ok((s, tuned.prompt, info))
 }
 
-pub fn tune_task(model: &LoadedModel, args: &TuneArgs) -> Result<(), String> {
+pub fn tune_task(r: &Runner, args: &TuneArgs) -> Result<(), String> {
+    let model = &r.model;
     let manifest = store::read_manifest(&args.data).map_err(|e| e.to_string())?;
     let d = task_data(&manifest, &args.data, &args.task, args.max_test)?;
     let init = parse_init(&args.init, &label_words(d.task))?;
@@ -161,12 +175,11 @@ pub fn tune_task(model: &LoadedModel, args: &TuneArgs) -> Result<(), String> {
         args.config.lr,
         args.config.steps
     );
-    let zero = zero_shot(model, &d)?;
+    let zero = zero_shot(r, &d)?;
     println!("{}", row("zero-shot", &zero));
     let mut values = Vec::new();
     for &seed in &args.seeds {
-        let (s, prompt, info) =
-            run_seed(model, &d, &init, args.shots, args.len, &args.config, seed)?;
+        let (s, prompt, info) = run_seed(r, &d, &init, args.shots, args.len, &args.config, seed)?;
         println!("{}   ({info})", row(&format!("seed {seed}"), &s));
         values.push(s.value);
         if let Some(out) = &args.out {
@@ -208,7 +221,7 @@ pub struct EvalArgs {
 /// A whole suite: zero-shot and PT from each initialisation over the seeds, as a markdown table
 /// (mean ± std of the headline metric, x100) with the command line that produced it, plus the
 /// per-seed values as JSON next to it.
-pub fn eval_suite(model: &LoadedModel, args: &EvalArgs) -> Result<(), String> {
+pub fn eval_suite(r: &Runner, args: &EvalArgs) -> Result<(), String> {
     let manifest = store::read_manifest(&args.data).map_err(|e| e.to_string())?;
     let names = manifest.suites.get(&args.suite).ok_or_else(|| {
         format!(
@@ -227,7 +240,7 @@ pub fn eval_suite(model: &LoadedModel, args: &EvalArgs) -> Result<(), String> {
     let mut raw = serde_json::Map::new();
     for name in names {
         let d = task_data(&manifest, &args.data, name, args.max_test)?;
-        let zero = zero_shot(model, &d)?;
+        let zero = zero_shot(r, &d)?;
         eprintln!(
             "{name}: zero-shot {} {:.1}",
             zero.metric,
@@ -242,7 +255,7 @@ pub fn eval_suite(model: &LoadedModel, args: &EvalArgs) -> Result<(), String> {
             let mut values = Vec::new();
             for &seed in &args.seeds {
                 let (s, _, info) =
-                    run_seed(model, &d, &init, args.shots, args.len, &args.config, seed)?;
+                    run_seed(r, &d, &init, args.shots, args.len, &args.config, seed)?;
                 eprintln!(
                     "{name} {init_name} seed {seed}: {} {:.1} ({info})",
                     s.metric,
@@ -336,9 +349,10 @@ fn forward_flops(c: &metaprompt::model::T5Config, b: usize, s: usize, t: usize) 
 
 /// Times prompt-tuning steps at the shape: batch 8, 64 input tokens + 20 prompt tokens,
 /// 4 target tokens (3 + EOS).
-pub fn bench_tune(model: &LoadedModel, device_name: &str, steps: usize) -> Result<(), String> {
+pub fn bench_tune(r: &Runner, steps: usize) -> Result<(), String> {
     let (b, s_in, l, t) = (8, 64, 20, 4);
-    let c = model.t5.config.clone();
+    let c = r.model.t5.config.clone();
+    let device_name = &r.name;
     let pairs: Vec<Pair> = (0..b)
         .map(|i| Pair {
             input: (0..s_in)
@@ -361,13 +375,13 @@ pub fn bench_tune(model: &LoadedModel, device_name: &str, steps: usize) -> Resul
     // (both operands depend on the prompt).
     let total = 2.0 * fwd + attn;
     let warm = Instant::now();
-    pollster::block_on(tune::loss_and_grad(&model.t5, &prompt, &refs))
+    pollster::block_on(tune::loss_and_grad(r.engine(), &prompt, &refs))
         .map_err(|e| e.to_string())?;
     println!("warm-up step {:.0} ms", warm.elapsed().as_secs_f64() * 1e3);
     let mut ms = Vec::new();
     for _ in 0..steps {
         let t0 = Instant::now();
-        pollster::block_on(tune::loss_and_grad(&model.t5, &prompt, &refs))
+        pollster::block_on(tune::loss_and_grad(r.engine(), &prompt, &refs))
             .map_err(|e| e.to_string())?;
         ms.push(t0.elapsed().as_secs_f64() * 1e3);
     }
@@ -395,6 +409,44 @@ pub fn parse_optimizer(s: &str) -> Result<OptimizerKind, String> {
     }
 }
 
-pub fn load_for_tuning(dir: &Path, device: &Device) -> Result<LoadedModel, String> {
-    LoadedModel::from_dir(dir, device).map_err(|e| e.to_string())
+/// The model and the engine that runs it: our kernels (the hand-written CPU step) or burn's
+/// generic ops on the chosen device with autodiff.
+pub struct Runner {
+    pub model: LoadedModel,
+    pub cpu: Option<CpuT5>,
+    /// "cpu (ours)", "cpu (burn flex)", "wgpu (burn)" ...: printed with every figure.
+    pub name: String,
+}
+
+impl Runner {
+    pub fn engine(&self) -> Engine<'_> {
+        match &self.cpu {
+            Some(cpu) => Engine::Ours(cpu),
+            None => Engine::Burn(&self.model.t5),
+        }
+    }
+}
+
+/// Loads the model from `dir` on `device` (made autodiff); with `ours`, also our CPU engine.
+pub fn load_for_tuning(
+    dir: &Path,
+    device: &Device,
+    ours: bool,
+    name: &str,
+) -> Result<Runner, String> {
+    let model =
+        LoadedModel::from_dir(dir, &device.clone().autodiff()).map_err(|e| e.to_string())?;
+    let cpu = if ours {
+        let path = dir.join("model.safetensors");
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let ckpt = Checkpoint::parse(&bytes, &model.t5.config).map_err(|e| e.to_string())?;
+        Some(CpuT5::from_checkpoint(&ckpt, &model.t5.config).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    Ok(Runner {
+        model,
+        cpu,
+        name: name.into(),
+    })
 }
