@@ -93,10 +93,12 @@ fn tuning_lowers_the_loss_and_reports_every_step() {
     let all: Vec<&Pair> = d.iter().collect();
     let p = prompt(4, t5.config.d_model);
     let before = loss_at(&t5, &p, &all);
+    // The tiny random model's landscape is rough (gradient norms near 100 at the start): at
+    // lr 0.3 the outcome swings with the last bit of the arithmetic, at 0.05 it descends.
     let cfg = TuneConfig {
         steps: 40,
-        batch_size: 2,
-        lr: 0.3,
+        batch_size: 4,
+        lr: 0.05,
         optimizer: OptimizerKind::Adam,
         ..TuneConfig::default()
     };
@@ -121,7 +123,7 @@ fn adafactor_at_lesters_learning_rate_also_learns() {
     let p = prompt(4, t5.config.d_model);
     let before = loss_at(&t5, &p, &all);
     let cfg = TuneConfig {
-        steps: 40,
+        steps: 80,
         batch_size: 4,
         ..TuneConfig::default()
     };
