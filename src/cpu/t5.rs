@@ -235,12 +235,30 @@ impl CpuT5 {
             x = h;
         }
         let (states, inv) = rms_norm::forward(&x, &self.enc_norm, self.eps());
+        // Every decoder layer's cross-attention keys and values depend only on the encoder
+        // states: computed once here, not again for every label scored or token generated.
+        let inner = c.inner_dim();
+        let cross = self
+            .decoder
+            .iter()
+            .map(|layer| {
+                let kv = product(
+                    View::new(&states, b * s, d),
+                    View::new(&layer.cross.wkv, d, 2 * inner),
+                );
+                (
+                    attention::split_heads(&kv, self.heads(b, s, 2 * inner, 0)),
+                    attention::split_heads(&kv, self.heads(b, s, 2 * inner, inner)),
+                )
+            })
+            .collect();
         Encoded {
             batch: b,
             len: s,
             prompt_len: l,
             states,
             mask,
+            cross,
             tape: EncoderTape {
                 layers,
                 last: x,
@@ -369,7 +387,7 @@ impl CpuT5 {
             causal: false,
         };
         let mut layers = Vec::with_capacity(self.decoder.len());
-        for layer in &self.decoder {
+        for (i, layer) in self.decoder.iter().enumerate() {
             let (h, sa) = self.self_attention(x, &layer.ln_self, &layer.self_attn, b, t, self_bias);
             // Cross-attention: queries from the decoder, keys and values from the encoder.
             let (n, inv) = rms_norm::forward(&h, &layer.ln_cross, self.eps());
@@ -377,15 +395,10 @@ impl CpuT5 {
                 View::new(&n, b * t, d),
                 View::new(&layer.cross.wq, d, inner),
             );
-            let kv = product(
-                View::new(&enc.states, b * s, d),
-                View::new(&layer.cross.wkv, d, 2 * inner),
-            );
             let q = attention::split_heads(&q, self.heads(b, t, inner, 0));
-            let k = attention::split_heads(&kv, self.heads(b, s, 2 * inner, 0));
-            let v = attention::split_heads(&kv, self.heads(b, s, 2 * inner, inner));
+            let (k, v) = &enc.cross[i];
             let dims = self.dims(b, t, s);
-            let a = attention::forward(&q, &k, &v, dims, cross_bias);
+            let a = attention::forward(&q, k, v, dims, cross_bias);
             let mut ctx = vec![0f32; b * t * inner];
             attention::merge_heads(&a.out, &mut ctx, self.heads(b, t, inner, 0));
             let mut h2 = h.clone();
@@ -397,12 +410,10 @@ impl CpuT5 {
                 true,
                 true,
             );
-            let ca = AttentionTape {
+            let ca = CrossTape {
                 x: h,
                 inv,
                 q,
-                k,
-                v,
                 probs: a.probs,
                 dims,
             };
@@ -524,7 +535,8 @@ impl CpuT5 {
                 View::new(&layer.cross.wo, inner, d).t(),
             );
             let dout = attention::split_heads(&dctx, self.heads(b, t, inner, 0));
-            let (dq, dk, dv) = attention::backward(&ca.q, &ca.k, &ca.v, &ca.probs, &dout, ca.dims);
+            let (k, v) = &enc.cross[i];
+            let (dq, dk, dv) = attention::backward(&ca.q, k, v, &ca.probs, &dout, ca.dims);
             let mut dq_rows = vec![0f32; b * t * inner];
             attention::merge_heads(&dq, &mut dq_rows, self.heads(b, t, inner, 0));
             let mut dkv = vec![0f32; b * s * 2 * inner];
@@ -629,6 +641,15 @@ struct AttentionTape {
     dims: Dims,
 }
 
+/// Cross-attention keeps its queries; keys and values stay in [`Encoded::cross`].
+struct CrossTape {
+    x: Vec<f32>,
+    inv: Vec<f32>,
+    q: Vec<f32>,
+    probs: Vec<f32>,
+    dims: Dims,
+}
+
 struct FeedForwardTape {
     x: Vec<f32>,
     inv: Vec<f32>,
@@ -644,7 +665,7 @@ struct EncoderTape {
 
 struct DecoderLayerTape {
     sa: AttentionTape,
-    ca: AttentionTape,
+    ca: CrossTape,
     ff: FeedForwardTape,
 }
 
@@ -665,5 +686,7 @@ pub struct Encoded {
     pub states: Vec<f32>,
     /// `[batch, len]`, 1 at prompt and real tokens.
     pub mask: Vec<f32>,
+    /// Per decoder layer, cross-attention keys and values `[B, H, len, dk]`.
+    cross: Vec<(Vec<f32>, Vec<f32>)>,
     tape: EncoderTape,
 }
