@@ -83,3 +83,30 @@ fn backward(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_ind
         out[base + c] = r * w[c] * dy[base + c] - x[base + c] * k;
     }
 }
+
+// The input gradient added into `out` (the residual stream's gradient in the T5 backward pass).
+@compute @workgroup_size(64)
+fn backward_add(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = gid.x + gid.y * p.groups_x;
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.cols;
+    var ss = 0.0;
+    var dot = 0.0;
+    for (var c = lid; c < p.cols; c = c + WG) {
+        let v = x[base + c];
+        ss = ss + v * v;
+        dot = dot + w[c] * dy[base + c] * v;
+    }
+    partial_a[lid] = ss;
+    partial_b[lid] = dot;
+    workgroupBarrier();
+    reduce_pair(lid);
+    let n = f32(p.cols);
+    let r = inverseSqrt(partial_a[0] / n + p.eps);
+    let k = r * r * r / n * partial_b[0];
+    for (var c = lid; c < p.cols; c = c + WG) {
+        out[base + c] = out[base + c] + r * w[c] * dy[base + c] - x[base + c] * k;
+    }
+}

@@ -62,3 +62,222 @@ fn adapter_report_names_the_adapter() {
     assert!(!r.backend.is_empty());
     assert!(r.max_invocations_per_workgroup >= 64, "{r:?}");
 }
+
+use metaprompt::cpu::attention::{Bias, Dims};
+use metaprompt::kernels::matmul::{self, Matmul, QuantMatrix};
+use metaprompt::kernels::{attention as attn, cross_entropy::CrossEntropy, gated_gelu::GatedGelu};
+use metaprompt::model::checkpoint::Stored;
+
+/// Largest error relative to the reference's largest magnitude (at least 1).
+fn rel_err(got: &[f32], want: &[f32]) -> f32 {
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    max_abs_diff(got, want) / scale
+}
+
+use metaprompt::kernels::max_abs_diff;
+
+/// A random `[out, in]` weight as the checkpoint stores it (int8 or uint8 with a zero point).
+fn stored(out: usize, inp: usize, seed: u64, signed: bool) -> Stored {
+    let v = test_values(out * inp, seed);
+    let q = v
+        .iter()
+        .map(|x| {
+            if signed {
+                (x * 63.0) as i32
+            } else {
+                ((x + 2.0) * 63.0) as i32
+            }
+        })
+        .collect();
+    Stored::Quantized {
+        q,
+        scale: 0.02,
+        zero_point: if signed { 0 } else { 120 },
+    }
+}
+
+/// Tolerance: relative to the largest output, f32 sums of up to 512 terms in different orders.
+const MATMUL_TOL: f32 = 2e-6;
+
+#[test]
+fn int8_matmul_matches_reference_forward_and_transposed_on_ragged_shapes() {
+    let gpu = gpu();
+    let k = Matmul::new(&gpu);
+    for (i, &(m, inp, outs)) in [
+        (1, 1, &[1][..]),
+        (3, 17, &[5, 2][..]),
+        (70, 65, &[130][..]),
+        (129, 512, &[67, 64, 3][..]),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let parts: Vec<(&str, Stored)> = outs
+            .iter()
+            .enumerate()
+            .map(|(j, &o)| ("w", stored(o, inp, (i * 10 + j) as u64, j % 2 == 0)))
+            .collect();
+        let w = QuantMatrix::fuse(&parts, inp, 1.0).unwrap();
+        for trans in [false, true] {
+            let kdim = if trans { w.cols } else { w.rows };
+            let ndim = if trans { w.rows } else { w.cols };
+            let a = test_values(m * kdim, i as u64 + 7);
+            let c = test_values(m * ndim, i as u64 + 9);
+            for acc in [None, Some(&c[..])] {
+                let got = pollster::block_on(k.run(&gpu, &a, m, &w, trans, acc)).unwrap();
+                let want = matmul::reference(&a, m, &w, trans, acc);
+                let e = rel_err(&got, &want);
+                assert!(
+                    e <= MATMUL_TOL,
+                    "m={m} in={inp} outs={outs:?} trans={trans} acc={}: rel err {e}",
+                    acc.is_some()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn int8_matmul_rejects_a_wrong_activation_shape() {
+    let gpu = gpu();
+    let w = QuantMatrix::fuse(&[("w", stored(4, 3, 1, true))], 3, 1.0).unwrap();
+    let err =
+        pollster::block_on(Matmul::new(&gpu).run(&gpu, &[0.0; 5], 2, &w, false, None)).unwrap_err();
+    assert!(
+        matches!(err, KernelError::Shape { tensor: "a", .. }),
+        "{err}"
+    );
+}
+
+/// Tolerance for attention outputs and gradients (values O(1), sums over <= 64 terms).
+const ATTN_TOL: f32 = 1e-5;
+
+#[test]
+fn attention_matches_reference_with_biases_masks_and_fully_masked_rows() {
+    let gpu = gpu();
+    // (batch, heads, q_len, k_len, d_kv, position, mask, causal)
+    let cases = [
+        (1, 1, 1, 1, 1, false, false, false),
+        (2, 3, 5, 7, 4, true, true, false),
+        (3, 2, 9, 9, 8, true, false, true),
+        (2, 6, 4, 67, 64, false, true, false),
+    ];
+    for (n, &(batch, heads, q_len, k_len, d_kv, pos, msk, causal)) in cases.iter().enumerate() {
+        let dims = Dims {
+            batch,
+            heads,
+            q_len,
+            k_len,
+            d_kv,
+        };
+        let inner = heads * d_kv;
+        let s = n as u64 * 100;
+        let q = test_values(batch * q_len * inner, s + 1);
+        let kv = test_values(batch * k_len * 2 * inner, s + 2);
+        let dout = test_values(q.len(), s + 3);
+        let position = test_values(heads * q_len * k_len, s + 4);
+        // Batch 0 masks every key (a fully masked row); the others mask their last key.
+        let mask: Vec<f32> = (0..batch * k_len)
+            .map(|i| {
+                if i < k_len || i % k_len == k_len - 1 {
+                    0.0
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let case = attn::Case {
+            dims,
+            q: &q,
+            kv: &kv,
+            dout: &dout,
+            bias: Bias {
+                position: pos.then_some(&position[..]),
+                key_mask: msk.then_some(&mask[..]),
+                causal,
+            },
+        };
+        let got = pollster::block_on(attn::run(&gpu, &case)).unwrap();
+        let want = attn::reference(&case);
+        for (what, g, w) in [
+            ("out", &got.out, &want.out),
+            ("probs", &got.probs, &want.probs),
+            ("dq", &got.dq, &want.dq),
+            ("dk,dv", &got.dkv, &want.dkv),
+        ] {
+            let e = rel_err(g, w);
+            assert!(e <= ATTN_TOL, "case {n} {dims:?}: {what} rel err {e}");
+            assert!(
+                g.iter().all(|v| v.is_finite()),
+                "case {n}: {what} not finite"
+            );
+        }
+    }
+}
+
+#[test]
+fn gated_gelu_matches_reference_forward_and_backward() {
+    let gpu = gpu();
+    for (rows, ff) in [(1, 1), (3, 37), (65, 1024)] {
+        let gu: Vec<f32> = test_values(rows * 2 * ff, ff as u64)
+            .iter()
+            .map(|x| x * 3.0)
+            .collect();
+        let dact = test_values(rows * ff, ff as u64 + 1);
+        let (act, dgu) =
+            pollster::block_on(GatedGelu::new(&gpu).run(&gpu, &gu, &dact, ff)).unwrap();
+        let want_act = metaprompt::cpu::gated_gelu::forward(&gu, ff);
+        let want_dgu = metaprompt::cpu::gated_gelu::backward(&gu, &dact, ff);
+        // Same formula both sides; only fma contraction and exp/division rounding differ.
+        assert!(rel_err(&act, &want_act) <= 1e-6, "{rows}x{ff}: act");
+        assert!(rel_err(&dgu, &want_dgu) <= 1e-6, "{rows}x{ff}: dgu");
+    }
+}
+
+#[test]
+fn cross_entropy_matches_reference_over_the_real_vocabulary() {
+    let gpu = gpu();
+    for (rows, vocab) in [(1, 1), (3, 1000), (5, 32128)] {
+        let logits: Vec<f32> = test_values(rows * vocab, vocab as u64)
+            .iter()
+            .map(|x| x * 5.0)
+            .collect();
+        let targets: Vec<u32> = (0..rows).map(|r| ((r * 7919) % vocab) as u32).collect();
+        let weights: Vec<f32> = (0..rows).map(|r| if r == 1 { 0.0 } else { 0.25 }).collect();
+        let (lp, loss, grad) = pollster::block_on(
+            CrossEntropy::new(&gpu).run(&gpu, &logits, vocab, &targets, &weights),
+        )
+        .unwrap();
+        let want_lp = metaprompt::cpu::cross_entropy::target_log_probs(&logits, vocab, &targets);
+        let mut want_grad = logits.clone();
+        let want_loss = metaprompt::cpu::cross_entropy::loss_and_grad_in_place(
+            &mut want_grad,
+            vocab,
+            &targets,
+            &weights,
+        );
+        // log-sum-exp over 32k terms summed in different orders: 1e-5 relative.
+        assert!(
+            rel_err(&lp, &want_lp) <= 1e-5,
+            "{rows}x{vocab}: log p {lp:?} vs {want_lp:?}"
+        );
+        let total: f32 = loss.iter().sum();
+        assert!(
+            (total - want_loss).abs() <= 1e-5 * want_loss.abs().max(1.0),
+            "{total} vs {want_loss}"
+        );
+        assert!(
+            max_abs_diff(&grad, &want_grad) <= 1e-6,
+            "{rows}x{vocab}: grad"
+        );
+    }
+}
+
+#[test]
+fn cross_entropy_names_a_target_outside_the_vocabulary() {
+    let gpu = gpu();
+    let err =
+        pollster::block_on(CrossEntropy::new(&gpu).run(&gpu, &[0.0; 8], 4, &[1, 9], &[1.0, 1.0]))
+            .unwrap_err();
+    assert!(err.to_string().contains("target 1"), "{err}");
+}

@@ -160,27 +160,6 @@ impl CpuT5 {
         })
     }
 
-    /// `[H, q, k]` relative-position bias from a stack's `[buckets, H]` table.
-    fn position_bias(&self, table: &[f32], q: usize, k: usize, bidirectional: bool) -> Vec<f32> {
-        let c = &self.config;
-        let h = c.num_heads;
-        let mut out = vec![0f32; h * q * k];
-        for i in 0..q {
-            for j in 0..k {
-                let bucket = relative_position_bucket(
-                    j as i64 - i as i64,
-                    bidirectional,
-                    c.relative_attention_num_buckets,
-                    c.relative_attention_max_distance,
-                );
-                for hi in 0..h {
-                    out[(hi * q + i) * k + j] = table[bucket * h + hi];
-                }
-            }
-        }
-        out
-    }
-
     fn eps(&self) -> f32 {
         self.config.layer_norm_epsilon
     }
@@ -207,21 +186,8 @@ impl CpuT5 {
             "prompt is not a whole number of {d}-vectors"
         );
         let (b, l) = (inputs.len(), prompt.len() / d);
-        let s = l + inputs.iter().map(Vec::len).max().unwrap_or(0);
-        let mut x = vec![0f32; b * s * d];
-        let mut mask = vec![0f32; b * s];
-        for (bi, ids) in inputs.iter().enumerate() {
-            let rows = &mut x[bi * s * d..(bi + 1) * s * d];
-            rows[..l * d].copy_from_slice(prompt);
-            for j in 0..s - l {
-                // Padding embeds the pad token (masked out of attention).
-                let id = ids.get(j).copied().unwrap_or(c.pad_token_id) as usize;
-                rows[(l + j) * d..(l + j + 1) * d]
-                    .copy_from_slice(&self.shared[id * d..(id + 1) * d]);
-            }
-            mask[bi * s..bi * s + l + ids.len()].fill(1.0);
-        }
-        let position = self.position_bias(&self.enc_position, s, s, true);
+        let (mut x, mask, s) = embed_inputs(c, &self.shared, prompt, inputs);
+        let position = position_bias(c, &self.enc_position, s, s, true);
         let bias = Bias {
             position: Some(&position),
             key_mask: Some(&mask),
@@ -341,18 +307,6 @@ impl CpuT5 {
         (h, FeedForwardTape { x, inv, gu })
     }
 
-    /// Teacher forcing: the decoder reads the start token and the target shifted right.
-    fn teacher_inputs(&self, targets: &[Vec<u32>]) -> Vec<Vec<u32>> {
-        targets
-            .iter()
-            .map(|t| {
-                std::iter::once(self.config.decoder_start_token_id)
-                    .chain(t[..t.len().saturating_sub(1)].iter().copied())
-                    .collect()
-            })
-            .collect()
-    }
-
     /// Decoder over `dec_inputs` (each starting with the start token; shorter ones padded),
     /// returning the `[B * T, vocab]` logits and the tape.
     fn decode(&self, enc: &Encoded, dec_inputs: &[Vec<u32>]) -> (Vec<f32>, DecoderTape) {
@@ -364,16 +318,8 @@ impl CpuT5 {
             "one decoder input per encoded input"
         );
         let (b, s) = (enc.batch, enc.len);
-        let t = dec_inputs.iter().map(Vec::len).max().unwrap_or(0);
-        let mut x = vec![0f32; b * t * d];
-        for (bi, ids) in dec_inputs.iter().enumerate() {
-            for j in 0..t {
-                let id = ids.get(j).copied().unwrap_or(c.pad_token_id) as usize;
-                x[(bi * t + j) * d..(bi * t + j + 1) * d]
-                    .copy_from_slice(&self.shared[id * d..(id + 1) * d]);
-            }
-        }
-        let position = self.position_bias(&self.dec_position, t, t, false);
+        let (mut x, _, t) = embed_inputs(c, &self.shared, &[], dec_inputs);
+        let position = position_bias(c, &self.dec_position, t, t, false);
         // No padding mask on decoder self-attention: causality keeps padding after the target
         // out of every position that is scored.
         let self_bias = Bias {
@@ -437,23 +383,13 @@ impl CpuT5 {
         )
     }
 
-    /// Padded target ids `[B * T]` and 1/0 weights at real target tokens.
-    fn padded_targets(&self, targets: &[Vec<u32>], t: usize) -> (Vec<u32>, Vec<f32>) {
-        let mut ids = vec![self.config.pad_token_id; targets.len() * t];
-        let mut w = vec![0f32; targets.len() * t];
-        for (bi, tgt) in targets.iter().enumerate() {
-            ids[bi * t..bi * t + tgt.len()].copy_from_slice(tgt);
-            w[bi * t..bi * t + tgt.len()].fill(1.0);
-        }
-        (ids, w)
-    }
-
     /// Sum of log-probabilities of each `targets[b]` given encoded input `b`: rank
     /// classification scores.
     pub fn score(&self, enc: &Encoded, targets: &[Vec<u32>]) -> Vec<f32> {
-        let (logits, tape) = self.decode(enc, &self.teacher_inputs(targets));
+        let c = &self.config;
+        let (logits, tape) = self.decode(enc, &teacher_inputs(c, targets));
         let t = tape.len;
-        let (ids, w) = self.padded_targets(targets, t);
+        let (ids, w) = padded_targets(c, targets, t);
         let lp = cross_entropy::target_log_probs(&logits, self.config.vocab_size, &ids);
         lp.chunks(t.max(1))
             .zip(w.chunks(t.max(1)))
@@ -473,14 +409,7 @@ impl CpuT5 {
             let t = tape.len;
             for (bi, seq) in seqs.iter_mut().enumerate() {
                 let row = &logits[(bi * t + t - 1) * c.vocab_size..(bi * t + t) * c.vocab_size];
-                let next = row
-                    .iter()
-                    .enumerate()
-                    .fold(
-                        (0, f32::NEG_INFINITY),
-                        |m, (i, &x)| if x > m.1 { (i, x) } else { m },
-                    )
-                    .0 as u32;
+                let next = argmax(row);
                 done[bi] |= next == c.eos_token_id;
                 seq.push(if done[bi] { c.pad_token_id } else { next });
             }
@@ -510,9 +439,9 @@ impl CpuT5 {
         let c = &self.config;
         let (d, inner) = (c.d_model, c.inner_dim());
         let enc = self.encode(prompt, inputs);
-        let (mut logits, dec) = self.decode(&enc, &self.teacher_inputs(targets));
+        let (mut logits, dec) = self.decode(&enc, &teacher_inputs(c, targets));
         let (b, s, t) = (enc.batch, enc.len, dec.len);
-        let (ids, mut w) = self.padded_targets(targets, t);
+        let (ids, mut w) = padded_targets(c, targets, t);
         let n_tokens = w.iter().sum::<f32>().max(1.0);
         w.iter_mut().for_each(|x| *x /= n_tokens);
         let loss = cross_entropy::loss_and_grad_in_place(&mut logits, c.vocab_size, &ids, &w);
@@ -627,6 +556,93 @@ impl CpuT5 {
         );
         rms_norm::backward_add(&tape.x, ln, &tape.inv, &dn, dh);
     }
+}
+
+/// `[H, q, k]` relative-position bias from a stack's `[buckets, H]` table.
+pub(crate) fn position_bias(
+    c: &T5Config,
+    table: &[f32],
+    q: usize,
+    k: usize,
+    bidirectional: bool,
+) -> Vec<f32> {
+    let h = c.num_heads;
+    let mut out = vec![0f32; h * q * k];
+    for i in 0..q {
+        for j in 0..k {
+            let bucket = relative_position_bucket(
+                j as i64 - i as i64,
+                bidirectional,
+                c.relative_attention_num_buckets,
+                c.relative_attention_max_distance,
+            );
+            for hi in 0..h {
+                out[(hi * q + i) * k + j] = table[bucket * h + hi];
+            }
+        }
+    }
+    out
+}
+
+/// `prompt` (`[L, d]`, shared by the batch; may be empty) followed by each sequence's token
+/// embeddings from `shared`, padded with the pad token to the longest: `([B * S, d], key mask
+/// [B, S] with 1 at prompt and real tokens, S)`.
+pub(crate) fn embed_inputs(
+    c: &T5Config,
+    shared: &[f32],
+    prompt: &[f32],
+    inputs: &[Vec<u32>],
+) -> (Vec<f32>, Vec<f32>, usize) {
+    let d = c.d_model;
+    let (b, l) = (inputs.len(), prompt.len() / d);
+    let s = l + inputs.iter().map(Vec::len).max().unwrap_or(0);
+    let mut x = vec![0f32; b * s * d];
+    let mut mask = vec![0f32; b * s];
+    for (bi, ids) in inputs.iter().enumerate() {
+        let rows = &mut x[bi * s * d..(bi + 1) * s * d];
+        rows[..l * d].copy_from_slice(prompt);
+        for j in 0..s - l {
+            // Padding embeds the pad token (masked out of attention).
+            let id = ids.get(j).copied().unwrap_or(c.pad_token_id) as usize;
+            rows[(l + j) * d..(l + j + 1) * d].copy_from_slice(&shared[id * d..(id + 1) * d]);
+        }
+        mask[bi * s..bi * s + l + ids.len()].fill(1.0);
+    }
+    (x, mask, s)
+}
+
+/// Teacher forcing: the decoder reads the start token and the target shifted right.
+pub(crate) fn teacher_inputs(c: &T5Config, targets: &[Vec<u32>]) -> Vec<Vec<u32>> {
+    targets
+        .iter()
+        .map(|t| {
+            std::iter::once(c.decoder_start_token_id)
+                .chain(t[..t.len().saturating_sub(1)].iter().copied())
+                .collect()
+        })
+        .collect()
+}
+
+/// Padded target ids `[B * T]` and 1/0 weights at real target tokens.
+pub(crate) fn padded_targets(c: &T5Config, targets: &[Vec<u32>], t: usize) -> (Vec<u32>, Vec<f32>) {
+    let mut ids = vec![c.pad_token_id; targets.len() * t];
+    let mut w = vec![0f32; targets.len() * t];
+    for (bi, tgt) in targets.iter().enumerate() {
+        ids[bi * t..bi * t + tgt.len()].copy_from_slice(tgt);
+        w[bi * t..bi * t + tgt.len()].fill(1.0);
+    }
+    (ids, w)
+}
+
+/// Index of the largest value (greedy decoding).
+pub(crate) fn argmax(row: &[f32]) -> u32 {
+    row.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |m, (i, &x)| if x > m.1 { (i, x) } else { m },
+        )
+        .0 as u32
 }
 
 /// What a residual attention sub-layer keeps for backward.

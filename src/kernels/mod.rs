@@ -3,7 +3,12 @@
 //! Kernels run on burn's wgpu device and queue (see [`crate::gpu`]), so they can later share
 //! buffers with burn tensors.
 
+pub mod attention;
+pub mod cross_entropy;
+pub mod gated_gelu;
+pub mod matmul;
 pub mod rms_norm;
+pub mod t5;
 
 use crate::gpu::Gpu;
 use burn::tensor::wgpu::wgpu;
@@ -25,12 +30,14 @@ pub enum KernelError {
         bytes: u64,
         limit: u64,
     },
+    #[error("weight `{tensor}` is stored as f32; the int8 matmul kernel needs a quantised weight")]
+    NotQuantized { tensor: String },
     #[error("reading results back from the GPU failed: {0}")]
     Readback(String),
 }
 
 /// How a kernel binds one buffer (in binding order, group 0).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Binding {
     Read,
     ReadWrite,
@@ -74,6 +81,145 @@ pub(crate) fn pipeline_layout(
     })
 }
 
+/// One WGSL module's compute pipelines, all on one explicit layout so a single bind group shape
+/// serves every entry point.
+pub(crate) struct Shader {
+    label: &'static str,
+    pipelines: Vec<(&'static str, wgpu::ComputePipeline)>,
+}
+
+impl Shader {
+    pub(crate) fn new(
+        gpu: &Gpu,
+        label: &'static str,
+        source: &str,
+        bindings: &[Binding],
+        entries: &[&'static str],
+    ) -> Self {
+        let device = gpu.wgpu_device();
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(label),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let mut all = bindings.to_vec();
+        all.push(Binding::Uniform);
+        let layout = pipeline_layout(gpu, label, &all);
+        let pipelines = entries
+            .iter()
+            .map(|&entry| {
+                let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(entry),
+                    layout: Some(&layout),
+                    module: &module,
+                    entry_point: Some(entry),
+                    compilation_options: Default::default(),
+                    cache: None,
+                });
+                (entry, p)
+            })
+            .collect();
+        Self { label, pipelines }
+    }
+
+    /// Records one dispatch of `entry` over `groups` workgroups (laid out by [`grid`]; the shader
+    /// gets `groups_x` through its parameters) with `buffers` bound in order and `params` as the
+    /// uniform after them.
+    pub(crate) fn dispatch<P: bytemuck::Pod>(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        entry: &str,
+        buffers: &[&wgpu::Buffer],
+        params: &P,
+        groups: (u32, u32),
+    ) {
+        let pipeline = &self
+            .pipelines
+            .iter()
+            .find(|(e, _)| *e == entry)
+            .unwrap_or_else(|| panic!("{} has no entry point {entry}", self.label))
+            .1;
+        let device = gpu.wgpu_device();
+        use wgpu::util::DeviceExt;
+        let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(self.label),
+            contents: bytemuck::bytes_of(params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .copied()
+            .chain(std::iter::once(&uniform))
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(self.label),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(entry),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &bind, &[]);
+        pass.dispatch_workgroups(groups.0, groups.1, 1);
+    }
+}
+
+/// A storage buffer of `len` zeros (f32 or u32 words) that can be copied from and to.
+pub(crate) fn zeros(gpu: &Gpu, label: &str, len: usize) -> wgpu::Buffer {
+    gpu.wgpu_device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: (len.max(1) * 4) as u64,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+/// A storage buffer holding `data` (any plain 4-byte words), copyable both ways.
+pub(crate) fn upload<T: bytemuck::Pod>(
+    gpu: &Gpu,
+    tensor: &'static str,
+    data: &[T],
+) -> Result<wgpu::Buffer, KernelError> {
+    let bytes = std::mem::size_of_val(data) as u64;
+    let limit = gpu.wgpu_device().limits().max_storage_buffer_binding_size;
+    if bytes > limit {
+        return Err(KernelError::TooLarge {
+            tensor,
+            bytes,
+            limit,
+        });
+    }
+    use wgpu::util::DeviceExt;
+    let contents: &[u8] = if data.is_empty() {
+        &[0; 4]
+    } else {
+        bytemuck::cast_slice(data)
+    };
+    Ok(gpu
+        .wgpu_device()
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(tensor),
+            contents,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+        }))
+}
+
+/// Workgroups for `n` invocations at `per_group` each, as a [`grid`].
+pub(crate) fn groups_for(n: usize, per_group: usize) -> (u32, u32) {
+    grid(n.div_ceil(per_group) as u32)
+}
+
 /// WebGPU allows at most 65,535 workgroups per dispatch dimension; larger counts are laid out as a
 /// 2-D grid and the kernel recomputes the flat index as `x + y * groups_x`.
 pub(crate) fn grid(groups: u32) -> (u32, u32) {
@@ -101,37 +247,6 @@ pub(crate) fn check_len(
             why: why.into(),
         })
     }
-}
-
-pub(crate) fn storage_buffer(
-    gpu: &Gpu,
-    tensor: &'static str,
-    data: &[f32],
-    usage: wgpu::BufferUsages,
-) -> Result<wgpu::Buffer, KernelError> {
-    let bytes = std::mem::size_of_val(data) as u64;
-    let limit = gpu.wgpu_device().limits().max_storage_buffer_binding_size;
-    if bytes > limit {
-        return Err(KernelError::TooLarge {
-            tensor,
-            bytes,
-            limit,
-        });
-    }
-    use wgpu::util::DeviceExt;
-    // A zero-sized binding is invalid in WebGPU; keep at least one element.
-    let contents: &[u8] = if data.is_empty() {
-        &[0; 4]
-    } else {
-        bytemuck::cast_slice(data)
-    };
-    Ok(gpu
-        .wgpu_device()
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(tensor),
-            contents,
-            usage: wgpu::BufferUsages::STORAGE | usage,
-        }))
 }
 
 /// Copies `len` f32s out of a storage buffer. Awaits the map on the web; polls the device natively.

@@ -1,7 +1,7 @@
 //! T5's layer norm (RMS norm, no mean, no bias): WGSL kernel `shaders/rms_norm.wgsl`, its Rust
 //! reference twin, and the same op written with burn's generic tensor ops.
 
-use super::{Binding, KernelError, check_len, grid, pipeline_layout, read_back, storage_buffer};
+use super::{Binding, KernelError, Shader, check_len, grid, read_back, upload, zeros};
 use crate::gpu::Gpu;
 use burn::tensor::Tensor;
 use burn::tensor::wgpu::wgpu;
@@ -73,33 +73,78 @@ struct Params {
 
 /// Compiled pipelines of `rms_norm.wgsl` on one device.
 pub struct RmsNormKernel {
-    forward: wgpu::ComputePipeline,
-    backward: wgpu::ComputePipeline,
+    shader: Shader,
 }
 
 impl RmsNormKernel {
     pub fn new(gpu: &Gpu) -> Self {
-        let device = gpu.wgpu_device();
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("rms_norm.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(SHADER.into()),
-        });
         use Binding::*;
-        let layout = pipeline_layout(gpu, "rms_norm", &[Read, Read, Read, ReadWrite, Uniform]);
-        let pipeline = |entry: &str| {
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: Some(&layout),
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            })
-        };
         Self {
-            forward: pipeline("forward"),
-            backward: pipeline("backward"),
+            shader: Shader::new(
+                gpu,
+                "rms_norm.wgsl",
+                SHADER,
+                &[Read, Read, Read, ReadWrite],
+                &["forward", "backward", "backward_add"],
+            ),
         }
+    }
+
+    /// Records `out = norm(x) * w` over `rows` rows of `w`'s width.
+    pub(crate) fn record_forward(
+        &self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        w: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        rows: usize,
+        cols: usize,
+        eps: f32,
+    ) {
+        self.record(gpu, enc, "forward", [x, w, x, out], rows, cols, eps);
+    }
+
+    /// Records `out += dx`, the input gradient for upstream gradient `dy`.
+    #[allow(clippy::too_many_arguments)] // buffers and shape of one dispatch
+    pub(crate) fn record_backward_add(
+        &self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        w: &wgpu::Buffer,
+        dy: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        rows: usize,
+        cols: usize,
+        eps: f32,
+    ) {
+        self.record(gpu, enc, "backward_add", [x, w, dy, out], rows, cols, eps);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        entry: &str,
+        buffers: [&wgpu::Buffer; 4],
+        rows: usize,
+        cols: usize,
+        eps: f32,
+    ) {
+        if rows == 0 {
+            return;
+        }
+        let groups = grid(rows as u32);
+        let params = Params {
+            rows: rows as u32,
+            cols: cols as u32,
+            eps,
+            groups_x: groups.0,
+        };
+        self.shader
+            .dispatch(gpu, enc, entry, &buffers, &params, groups);
     }
 
     pub async fn forward(
@@ -109,7 +154,7 @@ impl RmsNormKernel {
         w: &[f32],
         eps: f32,
     ) -> Result<Vec<f32>, KernelError> {
-        self.run(gpu, &self.forward, x, w, None, eps).await
+        self.run(gpu, "forward", x, w, None, eps).await
     }
 
     pub async fn backward(
@@ -126,13 +171,13 @@ impl RmsNormKernel {
             x.len(),
             "the upstream gradient has the shape of x",
         )?;
-        self.run(gpu, &self.backward, x, w, Some(dy), eps).await
+        self.run(gpu, "backward", x, w, Some(dy), eps).await
     }
 
     async fn run(
         &self,
         gpu: &Gpu,
-        pipeline: &wgpu::ComputePipeline,
+        entry: &str,
         x: &[f32],
         w: &[f32],
         dy: Option<&[f32]>,
@@ -154,56 +199,27 @@ impl RmsNormKernel {
             rows * cols,
             format!("x must be [rows, {cols}]"),
         )?;
-        let usage = wgpu::BufferUsages::empty();
-        let xb = storage_buffer(gpu, "x", x, usage)?;
-        let wb = storage_buffer(gpu, "w", w, usage)?;
+        let xb = upload(gpu, "x", x)?;
+        let wb = upload(gpu, "w", w)?;
         // The forward entry point does not read dy; bind x again in its place.
         let dyb = match dy {
-            Some(dy) => storage_buffer(gpu, "dy", dy, usage)?,
+            Some(dy) => upload(gpu, "dy", dy)?,
             None => xb.clone(),
         };
-        let out = storage_buffer(
+        let out = zeros(gpu, "out", x.len());
+        let mut enc = gpu
+            .wgpu_device()
+            .create_command_encoder(&Default::default());
+        self.record(
             gpu,
-            "out",
-            &vec![0.0; x.len()],
-            wgpu::BufferUsages::COPY_SRC,
-        )?;
-        let (gx, gy) = grid(rows as u32);
-        let params = Params {
-            rows: rows as u32,
-            cols: cols as u32,
+            &mut enc,
+            entry,
+            [&xb, &wb, &dyb, &out],
+            rows,
+            cols,
             eps,
-            groups_x: gx,
-        };
-        let device = gpu.wgpu_device();
-        use wgpu::util::DeviceExt;
-        let pb = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("rms_norm params"),
-            contents: bytemuck::bytes_of(&params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let layout = pipeline.get_bind_group_layout(0);
-        let entries: Vec<wgpu::BindGroupEntry> = [&xb, &wb, &dyb, &out, &pb]
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: b.as_entire_binding(),
-            })
-            .collect();
-        let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("rms_norm"),
-            layout: &layout,
-            entries: &entries,
-        });
-        let mut encoder = device.create_command_encoder(&Default::default());
-        if rows > 0 {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups(gx, gy, 1);
-        }
-        gpu.queue().submit([encoder.finish()]);
+        );
+        gpu.queue().submit([enc.finish()]);
         read_back(gpu, &out, x.len()).await
     }
 }

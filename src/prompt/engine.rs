@@ -6,6 +6,7 @@
 use super::tune::{Pair, TuneError, loss};
 use super::{SoftPrompt, encode_with_prompt};
 use crate::cpu::CpuT5;
+use crate::kernels::t5::GpuT5;
 use crate::model::{Batch, T5, T5Config};
 use burn::tensor::Tensor;
 
@@ -15,6 +16,14 @@ pub enum Engine<'a> {
     Burn(&'a T5),
     /// Our kernels: the forward/backward written out by hand (activation gradients only).
     Ours(&'a CpuT5),
+    /// Our WGSL kernels on the GPU (the same step as `Ours`, dispatch for dispatch).
+    Wgpu(&'a GpuT5),
+}
+
+impl<'a> From<&'a GpuT5> for Engine<'a> {
+    fn from(t5: &'a GpuT5) -> Self {
+        Engine::Wgpu(t5)
+    }
 }
 
 impl<'a> From<&'a T5> for Engine<'a> {
@@ -53,6 +62,7 @@ impl Engine<'_> {
         match self {
             Engine::Burn(t5) => &t5.config,
             Engine::Ours(t5) => &t5.config,
+            Engine::Wgpu(t5) => &t5.config,
         }
     }
 
@@ -77,6 +87,12 @@ impl Engine<'_> {
                 let (inputs, targets) = split(pairs);
                 Ok(t5.loss_and_prompt_grad(&prompt.values, &inputs, &targets))
             }
+            Engine::Wgpu(t5) => {
+                let (inputs, targets) = split(pairs);
+                Ok(t5
+                    .loss_and_prompt_grad(&prompt.values, &inputs, &targets)
+                    .await?)
+            }
         }
     }
 
@@ -91,6 +107,13 @@ impl Engine<'_> {
                 let enc = t5.encode(&prompt.values, &inputs);
                 let n: usize = targets.iter().map(Vec::len).sum();
                 let s: f32 = t5.score(&enc, &targets).iter().sum();
+                Ok(-s / n.max(1) as f32)
+            }
+            Engine::Wgpu(t5) => {
+                let (inputs, targets) = split(pairs);
+                let enc = t5.encode(&prompt.values, &inputs)?;
+                let n: usize = targets.iter().map(Vec::len).sum();
+                let s: f32 = t5.score(&enc, &targets).await?.iter().sum();
                 Ok(-s / n.max(1) as f32)
             }
         }
@@ -130,6 +153,13 @@ impl Engine<'_> {
                     consider(li, t5.score(&enc, &vec![tokens.clone(); inputs.len()]));
                 }
             }
+            Engine::Wgpu(t5) => {
+                let enc = t5.encode(prompt.map_or(&[][..], |p| &p.values), inputs)?;
+                for (li, tokens) in labels.iter().enumerate() {
+                    let targets = vec![tokens.clone(); inputs.len()];
+                    consider(li, t5.score(&enc, &targets).await?);
+                }
+            }
         }
         Ok(best.into_iter().map(|(_, l)| l).collect())
     }
@@ -150,6 +180,10 @@ impl Engine<'_> {
             Engine::Ours(t5) => {
                 let enc = t5.encode(prompt.map_or(&[][..], |p| &p.values), inputs);
                 t5.generate(&enc, max_new)
+            }
+            Engine::Wgpu(t5) => {
+                let enc = t5.encode(prompt.map_or(&[][..], |p| &p.values), inputs)?;
+                t5.generate(&enc, max_new).await?
             }
         })
     }

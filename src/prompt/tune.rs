@@ -96,6 +96,8 @@ pub enum TuneError {
     },
     #[error("reading values back from the device: {0}")]
     ReadBack(String),
+    #[error("our GPU kernels: {0}")]
+    Kernel(#[from] crate::kernels::KernelError),
 }
 
 /// Mean cross-entropy per target token of `pairs` under `prompt` (a tracked tensor when

@@ -1,0 +1,303 @@
+//! Matmul of f32 activations by int8 per-tensor-quantised weights (`shaders/matmul_q8.wgsl`): the
+//! forward product `x W` and the input gradient `dy W^T` of every linear layer of the frozen T5.
+//! Weights stay as the bytes the checkpoint ships (4x fewer than f32) and are dequantised in the
+//! kernel. The Rust twin is the dequantised weight through `crate::cpu::gemm`.
+
+use super::{Binding, KernelError, Shader, grid, read_back, upload, zeros};
+use crate::cpu::gemm::{View, product};
+use crate::gpu::Gpu;
+use crate::model::checkpoint::Stored;
+use burn::tensor::wgpu::wgpu;
+
+pub const SHADER: &str = include_str!("../../shaders/matmul_q8.wgsl");
+
+/// A weight `[rows, cols]` (`[in, out]`) as unsigned bytes, dequantised as
+/// `(byte - zero) * scale` with one `[scale, zero]` per column.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub bytes: Vec<u8>,
+    pub quant: Vec<[f32; 2]>,
+}
+
+impl QuantMatrix {
+    /// PyTorch `[out, in]` weights side by side as one `[in, sum(out)]` matrix (the fused q/k/v
+    /// and gate/linear projections), each keeping its own scale and zero point. `scale` multiplies
+    /// every scale (the tied head's `d_model^-0.5`).
+    pub fn fuse(parts: &[(&str, Stored)], inp: usize, scale: f32) -> Result<Self, KernelError> {
+        let mut cols = 0;
+        let mut sources = Vec::with_capacity(parts.len());
+        for (name, stored) in parts {
+            let Stored::Quantized {
+                q,
+                scale: s,
+                zero_point,
+            } = stored
+            else {
+                return Err(KernelError::NotQuantized {
+                    tensor: name.to_string(),
+                });
+            };
+            if inp == 0 || q.len() % inp != 0 {
+                return Err(KernelError::Shape {
+                    tensor: "weight",
+                    expected: inp,
+                    got: q.len(),
+                    why: format!("`{name}` must be [out, {inp}]"),
+                });
+            }
+            // int8 is shifted into 0..=255 (with its zero point), uint8 kept as is.
+            let shift = if q.iter().any(|&v| v < 0) { 128 } else { 0 };
+            sources.push((q, *s * scale, (zero_point + shift) as f32, shift));
+            cols += q.len() / inp;
+        }
+        let mut bytes = vec![0u8; inp * cols];
+        let mut quant = Vec::with_capacity(cols);
+        let mut col = 0;
+        for (q, s, z, shift) in sources {
+            let out = q.len() / inp;
+            for (o, row) in q.chunks_exact(inp).enumerate() {
+                for (i, &v) in row.iter().enumerate() {
+                    bytes[i * cols + col + o] = (v + shift) as u8;
+                }
+            }
+            quant.extend(std::iter::repeat_n([s, z], out));
+            col += out;
+        }
+        Ok(Self {
+            rows: inp,
+            cols,
+            bytes,
+            quant,
+        })
+    }
+
+    /// The f32 matrix the kernel multiplies by (the reference side of parity tests).
+    pub fn dequantize(&self) -> Vec<f32> {
+        self.bytes
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| {
+                let [s, z] = self.quant[i % self.cols];
+                (b as f32 - z) * s
+            })
+            .collect()
+    }
+
+    pub fn upload(&self, gpu: &Gpu, tensor: &'static str) -> Result<GpuQuant, KernelError> {
+        let mut words = vec![0u32; self.bytes.len().div_ceil(4)];
+        for (i, &b) in self.bytes.iter().enumerate() {
+            words[i / 4] |= (b as u32) << (8 * (i % 4));
+        }
+        Ok(GpuQuant {
+            rows: self.rows,
+            cols: self.cols,
+            bytes: upload(gpu, tensor, &words)?,
+            quant: upload(gpu, tensor, &self.quant)?,
+        })
+    }
+}
+
+/// A [`QuantMatrix`] on the GPU.
+pub struct GpuQuant {
+    pub rows: usize,
+    pub cols: usize,
+    bytes: wgpu::Buffer,
+    quant: wgpu::Buffer,
+}
+
+/// An f32 matrix inside a buffer: element (i, j) at `offset + i * stride + j`.
+#[derive(Clone, Copy)]
+pub struct Mat<'a> {
+    pub buf: &'a wgpu::Buffer,
+    pub offset: usize,
+    pub stride: usize,
+}
+
+impl<'a> Mat<'a> {
+    pub fn new(buf: &'a wgpu::Buffer, stride: usize) -> Self {
+        Self {
+            buf,
+            offset: 0,
+            stride,
+        }
+    }
+
+    /// Columns from `col` on.
+    pub fn col(self, col: usize) -> Self {
+        Self {
+            offset: self.offset + col,
+            ..self
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    lda: u32,
+    a_off: u32,
+    ldc: u32,
+    c_off: u32,
+    w_cols: u32,
+    trans: u32,
+    accumulate: u32,
+    groups_x: u32,
+    _pad: u32,
+}
+
+pub struct Matmul {
+    shader: Shader,
+}
+
+impl Matmul {
+    pub fn new(gpu: &Gpu) -> Self {
+        use Binding::*;
+        Self {
+            shader: Shader::new(
+                gpu,
+                "matmul_q8.wgsl",
+                SHADER,
+                &[Read, Read, Read, ReadWrite],
+                &["main"],
+            ),
+        }
+    }
+
+    /// Records `c (+)= a W` (`trans` false: a is `[m, W.rows]`) or `c (+)= a W^T` (`trans`
+    /// true: a is `[m, W.cols]`).
+    #[allow(clippy::too_many_arguments)] // operands and flags of one dispatch
+    pub fn record(
+        &self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        a: Mat,
+        m: usize,
+        w: &GpuQuant,
+        trans: bool,
+        c: Mat,
+        accumulate: bool,
+    ) {
+        let (k, n) = if trans {
+            (w.cols, w.rows)
+        } else {
+            (w.rows, w.cols)
+        };
+        if m == 0 || n == 0 {
+            return;
+        }
+        let groups = grid((m.div_ceil(64) * n.div_ceil(64)) as u32);
+        let params = Params {
+            m: m as u32,
+            n: n as u32,
+            k: k as u32,
+            lda: a.stride as u32,
+            a_off: a.offset as u32,
+            ldc: c.stride as u32,
+            c_off: c.offset as u32,
+            w_cols: w.cols as u32,
+            trans: trans as u32,
+            accumulate: accumulate as u32,
+            groups_x: groups.0,
+            _pad: 0,
+        };
+        self.shader.dispatch(
+            gpu,
+            enc,
+            "main",
+            &[a.buf, &w.bytes, &w.quant, c.buf],
+            &params,
+            groups,
+        );
+    }
+
+    /// `a W` or `a W^T` (+ `c`) on slices: uploads, runs, reads back (tests and self-checks).
+    pub async fn run(
+        &self,
+        gpu: &Gpu,
+        a: &[f32],
+        m: usize,
+        w: &QuantMatrix,
+        trans: bool,
+        c: Option<&[f32]>,
+    ) -> Result<Vec<f32>, KernelError> {
+        let (k, n) = if trans {
+            (w.cols, w.rows)
+        } else {
+            (w.rows, w.cols)
+        };
+        super::check_len("a", a.len(), m * k, format!("a must be [{m}, {k}]"))?;
+        let wq = w.upload(gpu, "w")?;
+        let ab = upload(gpu, "a", a)?;
+        let cb = match c {
+            Some(c) => {
+                super::check_len("c", c.len(), m * n, format!("c must be [{m}, {n}]"))?;
+                upload(gpu, "c", c)?
+            }
+            None => zeros(gpu, "c", m * n),
+        };
+        let mut enc = gpu
+            .wgpu_device()
+            .create_command_encoder(&Default::default());
+        self.record(
+            gpu,
+            &mut enc,
+            Mat::new(&ab, k),
+            m,
+            &wq,
+            trans,
+            Mat::new(&cb, n),
+            c.is_some(),
+        );
+        gpu.queue().submit([enc.finish()]);
+        read_back(gpu, &cb, m * n).await
+    }
+}
+
+/// Reference twin: `a W` or `a W^T` (+ `c`) with the dequantised weight.
+pub fn reference(a: &[f32], m: usize, w: &QuantMatrix, trans: bool, c: Option<&[f32]>) -> Vec<f32> {
+    let deq = w.dequantize();
+    let wv = View::new(&deq, w.rows, w.cols);
+    let wv = if trans { wv.t() } else { wv };
+    let mut out = product(View::new(a, m, wv.rows), wv);
+    if let Some(c) = c {
+        out.iter_mut().zip(c).for_each(|(o, c)| *o += c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fuse_keeps_each_parts_quantisation_and_transposes() {
+        // Two [out=2, in=3] weights: one int8, one uint8.
+        let a = Stored::Quantized {
+            q: vec![-128, 0, 127, 1, 2, 3],
+            scale: 0.5,
+            zero_point: 0,
+        };
+        let b = Stored::Quantized {
+            q: vec![10, 20, 30, 40, 50, 60],
+            scale: 2.0,
+            zero_point: 10,
+        };
+        let f = QuantMatrix::fuse(&[("a", a.clone()), ("b", b.clone())], 3, 1.0).unwrap();
+        assert_eq!((f.rows, f.cols), (3, 4));
+        let deq = f.dequantize();
+        let (da, db) = (a.dequantize(), b.dequantize());
+        for i in 0..3 {
+            for o in 0..2 {
+                assert_eq!(deq[i * 4 + o], da[o * 3 + i]);
+                assert_eq!(deq[i * 4 + 2 + o], db[o * 3 + i]);
+            }
+        }
+        let err = QuantMatrix::fuse(&[("f", Stored::F32(vec![1.0; 3]))], 3, 1.0).unwrap_err();
+        assert!(err.to_string().contains("`f`"), "{err}");
+    }
+}
