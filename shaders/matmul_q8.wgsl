@@ -6,8 +6,8 @@
 // tensor when several weights are fused side by side.
 //
 // Tiled in workgroup memory: 64 x 64 outputs per workgroup of 16 x 16 invocations, each owning a
-// 4 x 4 block strided by 16 (so neighbouring invocations read neighbouring words), K in steps of
-// 16. Every weight byte loaded is dequantised once and reused by 64 rows.
+// 4 x 4 block, K in steps of 16. Every weight byte loaded is dequantised once and reused by 64
+// rows.
 
 struct Params {
     m: u32,
@@ -34,9 +34,11 @@ const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 16u;
 
-// [BK][BM] and [BK][BN]: one k-slice of the A and B tiles.
-var<workgroup> ta: array<f32, 1024>;
-var<workgroup> tb: array<f32, 1024>;
+// [BK][BM / 4] and [BK][BN / 4]: one k-slice of the A and B tiles, as vec4s so an invocation
+// reads its 4 rows (4 columns) in one load. Accumulators are 4 vec4 registers, not an indexed
+// array: CPU drivers (lavapipe) spill dynamically indexed private arrays to memory.
+var<workgroup> ta: array<vec4<f32>, 256>;
+var<workgroup> tb: array<vec4<f32>, 256>;
 
 fn weight(row: u32, col: u32) -> f32 {
     let idx = row * p.w_cols + col;
@@ -45,6 +47,7 @@ fn weight(row: u32, col: u32) -> f32 {
     return (f32(byte) - q.y) * q.x;
 }
 
+// Invocation (tx, ty) owns rows 4 ty .. 4 ty + 3 and columns 4 tx .. 4 tx + 3 of the tile.
 @compute @workgroup_size(16, 16)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -59,7 +62,10 @@ fn main(
     }
     let m0 = (tile / tiles_n) * BM;
     let n0 = (tile % tiles_n) * BN;
-    var acc: array<f32, 16>;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < p.k; k0 = k0 + BK) {
         for (var e = 0u; e < 4u; e = e + 1u) {
             let idx = li + e * 256u;
@@ -70,53 +76,55 @@ fn main(
             if (m0 + am < p.m && k0 + ak < p.k) {
                 va = a[p.a_off + (m0 + am) * p.lda + k0 + ak];
             }
-            ta[ak * BM + am] = va;
+            ta[ak * 16u + am / 4u][am % 4u] = va;
             // B: consecutive invocations read consecutive bytes of one W row.
             var vb = 0.0;
+            var bk = 0u;
+            var bn = 0u;
             if (p.trans == 0u) {
-                let bn = idx % BN;
-                let bk = idx / BN;
+                bn = idx % BN;
+                bk = idx / BN;
                 if (k0 + bk < p.k && n0 + bn < p.n) {
                     vb = weight(k0 + bk, n0 + bn);
                 }
-                tb[bk * BN + bn] = vb;
             } else {
-                let bk = idx % BK;
-                let bn = idx / BK;
+                bk = idx % BK;
+                bn = idx / BK;
                 if (k0 + bk < p.k && n0 + bn < p.n) {
                     vb = weight(n0 + bn, k0 + bk);
                 }
-                tb[bk * BN + bn] = vb;
             }
+            tb[bk * 16u + bn / 4u][bn % 4u] = vb;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk = kk + 1u) {
-            var ra: array<f32, 4>;
-            var rb: array<f32, 4>;
-            for (var i = 0u; i < 4u; i = i + 1u) {
-                ra[i] = ta[kk * BM + lid.y + 16u * i];
-                rb[i] = tb[kk * BN + lid.x + 16u * i];
-            }
-            for (var i = 0u; i < 4u; i = i + 1u) {
-                for (var j = 0u; j < 4u; j = j + 1u) {
-                    acc[i * 4u + j] = fma(ra[i], rb[j], acc[i * 4u + j]);
-                }
-            }
+            let ra = ta[kk * 16u + lid.y];
+            let rb = tb[kk * 16u + lid.x];
+            acc0 = fma(vec4<f32>(ra.x), rb, acc0);
+            acc1 = fma(vec4<f32>(ra.y), rb, acc1);
+            acc2 = fma(vec4<f32>(ra.z), rb, acc2);
+            acc3 = fma(vec4<f32>(ra.w), rb, acc3);
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i = i + 1u) {
-        let gm = m0 + lid.y + 16u * i;
-        for (var j = 0u; j < 4u; j = j + 1u) {
-            let gn = n0 + lid.x + 16u * j;
-            if (gm < p.m && gn < p.n) {
-                let at = p.c_off + gm * p.ldc + gn;
-                var v = acc[i * 4u + j];
-                if (p.accumulate != 0u) {
-                    v = v + c[at];
-                }
-                c[at] = v;
+    store(m0 + 4u * lid.y, n0 + 4u * lid.x, acc0);
+    store(m0 + 4u * lid.y + 1u, n0 + 4u * lid.x, acc1);
+    store(m0 + 4u * lid.y + 2u, n0 + 4u * lid.x, acc2);
+    store(m0 + 4u * lid.y + 3u, n0 + 4u * lid.x, acc3);
+}
+
+fn store(gm: u32, gn: u32, v: vec4<f32>) {
+    if (gm >= p.m) {
+        return;
+    }
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        if (gn + j < p.n) {
+            let at = p.c_off + gm * p.ldc + gn + j;
+            var x = v[j];
+            if (p.accumulate != 0u) {
+                x = x + c[at];
             }
+            c[at] = x;
         }
     }
 }

@@ -139,3 +139,115 @@ async fn gelu_is_finite_for_large_activations_on_webgpu() {
         );
     }
 }
+
+/// Our prompt-tuning kernels against their Rust twins in the browser (SwiftShader): int8 matmul
+/// (forward and transposed, ragged), attention forward/backward with position bias, masks and a
+/// fully masked row, gated-GELU and the fused cross-entropy. Same tolerances as the native tests
+/// (tests/gpu_kernels.rs).
+#[wasm_bindgen_test]
+async fn prompt_tuning_kernels_match_their_rust_twins_in_the_browser() {
+    use metaprompt::cpu::attention::{Bias, Dims};
+    use metaprompt::kernels::matmul::{self, Matmul, QuantMatrix};
+    use metaprompt::kernels::{
+        attention as attn, cross_entropy::CrossEntropy, gated_gelu::GatedGelu, max_abs_diff,
+    };
+    use metaprompt::model::checkpoint::Stored;
+    use metaprompt::selfcheck::test_values;
+    let rel =
+        |g: &[f32], w: &[f32]| max_abs_diff(g, w) / w.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let gpu = Gpu::shared().await.unwrap();
+
+    let q: Vec<i32> = test_values(67 * 65, 1)
+        .iter()
+        .map(|x| (x * 63.0) as i32)
+        .collect();
+    let w = QuantMatrix::fuse(
+        &[(
+            "w",
+            Stored::Quantized {
+                q,
+                scale: 0.02,
+                zero_point: 0,
+            },
+        )],
+        65,
+        1.0,
+    )
+    .unwrap();
+    let k = Matmul::new(&gpu);
+    for trans in [false, true] {
+        let kd = if trans { w.cols } else { w.rows };
+        let a = test_values(70 * kd, 2);
+        let got = k.run(&gpu, &a, 70, &w, trans, None).await.unwrap();
+        let e = rel(&got, &matmul::reference(&a, 70, &w, trans, None));
+        assert!(e <= 2e-6, "matmul trans={trans}: {e}");
+    }
+
+    let dims = Dims {
+        batch: 2,
+        heads: 3,
+        q_len: 5,
+        k_len: 7,
+        d_kv: 4,
+    };
+    let (qv, kv, dout) = (
+        test_values(2 * 5 * 12, 3),
+        test_values(2 * 7 * 24, 4),
+        test_values(2 * 5 * 12, 5),
+    );
+    let position = test_values(3 * 5 * 7, 6);
+    let mask: Vec<f32> = (0..14)
+        .map(|i| if i < 7 || i == 13 { 0.0 } else { 1.0 })
+        .collect();
+    let case = attn::Case {
+        dims,
+        q: &qv,
+        kv: &kv,
+        dout: &dout,
+        bias: Bias {
+            position: Some(&position),
+            key_mask: Some(&mask),
+            causal: false,
+        },
+    };
+    let (got, want) = (
+        attn::run(&gpu, &case).await.unwrap(),
+        attn::reference(&case),
+    );
+    for (what, g, w) in [
+        ("out", &got.out, &want.out),
+        ("dq", &got.dq, &want.dq),
+        ("dkv", &got.dkv, &want.dkv),
+    ] {
+        assert!(rel(g, w) <= 1e-5, "attention {what}: {}", rel(g, w));
+    }
+
+    let gu: Vec<f32> = test_values(3 * 74, 7).iter().map(|x| x * 3.0).collect();
+    let dact = test_values(3 * 37, 8);
+    let (act, dgu) = GatedGelu::new(&gpu)
+        .run(&gpu, &gu, &dact, 37)
+        .await
+        .unwrap();
+    assert!(rel(&act, &metaprompt::cpu::gated_gelu::forward(&gu, 37)) <= 1e-6);
+    assert!(rel(&dgu, &metaprompt::cpu::gated_gelu::backward(&gu, &dact, 37)) <= 1e-6);
+
+    let logits: Vec<f32> = test_values(3 * 1000, 9).iter().map(|x| x * 5.0).collect();
+    let (targets, weights) = ([3u32, 500, 999], [0.25f32, 0.0, 0.5]);
+    let (lp, _, grad) = CrossEntropy::new(&gpu)
+        .run(&gpu, &logits, 1000, &targets, &weights)
+        .await
+        .unwrap();
+    let want_lp = metaprompt::cpu::cross_entropy::target_log_probs(&logits, 1000, &targets);
+    let mut want_grad = logits.clone();
+    metaprompt::cpu::cross_entropy::loss_and_grad_in_place(
+        &mut want_grad,
+        1000,
+        &targets,
+        &weights,
+    );
+    assert!(rel(&lp, &want_lp) <= 1e-5, "log p {lp:?} vs {want_lp:?}");
+    assert!(
+        max_abs_diff(&grad, &want_grad) <= 1e-6,
+        "cross-entropy gradient"
+    );
+}

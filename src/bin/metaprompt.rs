@@ -171,7 +171,8 @@ mod cli {
     /// Which implementation of the model's ops runs tuning and evaluation.
     #[derive(Clone, Copy, PartialEq, ValueEnum)]
     enum Kernels {
-        /// Ours: on the CPU, the hand-written forward/backward (crate::cpu).
+        /// Ours: on the CPU the hand-written forward/backward (crate::cpu), on wgpu our WGSL kernels
+        /// (crate::kernels).
         Ours,
         /// burn's generic tensor ops with autodiff.
         Generic,
@@ -186,15 +187,14 @@ mod cli {
             (Backend::Cpu, Kernels::Ours) => "cpu (ours)",
             (Backend::Cpu, Kernels::Generic) => "cpu (burn flex, generic ops)",
             (Backend::Wgpu, Kernels::Generic) => "wgpu (burn, generic ops)",
-            (Backend::Wgpu, Kernels::Ours) => {
-                return Err(
-                    "--device wgpu --kernels ours: our WGSL kernels do not run the whole model yet \
-                     (issue #5); use --kernels generic for burn's ops on wgpu"
-                        .into(),
-                );
-            }
+            (Backend::Wgpu, Kernels::Ours) => "wgpu (ours, WGSL kernels)",
         };
-        tune_cmd::load_for_tuning(model, &device(backend)?, kernels == Kernels::Ours, name)
+        let kind = match (backend, kernels) {
+            (_, Kernels::Generic) => tune_cmd::Kind::Generic(device(backend)?),
+            (Backend::Cpu, Kernels::Ours) => tune_cmd::Kind::OursCpu,
+            (Backend::Wgpu, Kernels::Ours) => tune_cmd::Kind::OursGpu,
+        };
+        tune_cmd::load_for_tuning(model, kind, name)
     }
 
     #[derive(Clone, Copy, ValueEnum)]

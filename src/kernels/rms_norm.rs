@@ -91,6 +91,7 @@ impl RmsNormKernel {
     }
 
     /// Records `out = norm(x) * w` over `rows` rows of `w`'s width.
+    #[allow(clippy::too_many_arguments)] // buffers and shape of one dispatch
     pub(crate) fn record_forward(
         &self,
         gpu: &Gpu,

@@ -80,8 +80,11 @@ pub struct GpuT5 {
     decoder: Vec<DecoderLayer>,
     dec_norm: wgpu::Buffer,
     lm_head: GpuQuant,
-    /// Bytes of weights on the GPU.
+    /// Bytes of weights on the GPU (bytes plus per-column scales and zero points).
     pub weight_bytes: u64,
+    /// Elements of those weight matrices (as f32 they would take 4 bytes each).
+    pub weight_elements: u64,
+    step_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// A residual sub-layer's saved input and attention state for backward.
@@ -120,6 +123,7 @@ impl GpuT5 {
     pub fn from_checkpoint(gpu: &Gpu, ckpt: &Checkpoint, c: &T5Config) -> Result<Self, GpuT5Error> {
         let d = c.d_model;
         let bytes = std::cell::Cell::new(0u64);
+        let elements = std::cell::Cell::new(0u64);
         let fused = |names: &[String], inp: usize, scale: f32| -> Result<GpuQuant, GpuT5Error> {
             let stored = names
                 .iter()
@@ -127,6 +131,7 @@ impl GpuT5 {
                 .collect::<Result<Vec<_>, CheckpointError>>()?;
             let m = QuantMatrix::fuse(&stored, inp, scale)?;
             bytes.set(bytes.get() + (m.bytes.len() + 8 * m.quant.len()) as u64);
+            elements.set(elements.get() + m.bytes.len() as u64);
             Ok(m.upload(gpu, "weight")?)
         };
         let linear = |p: &str, parts: &[&str], inp: usize| {
@@ -205,7 +210,42 @@ impl GpuT5 {
             dec_norm: norm("decoder.final_layer_norm.weight")?,
             lm_head,
             weight_bytes: bytes.get(),
+            weight_elements: elements.get(),
+            step_bytes: Default::default(),
         })
+    }
+
+    /// A zeroed buffer for this step, counted in [`Self::step_bytes`].
+    fn zeros(&self, label: &str, len: usize) -> wgpu::Buffer {
+        self.step_bytes.fetch_add(
+            (len.max(1) * 4) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        zeros(&self.gpu, label, len)
+    }
+
+    fn upload<T: bytemuck::Pod>(
+        &self,
+        tensor: &'static str,
+        data: &[T],
+    ) -> Result<wgpu::Buffer, KernelError> {
+        self.step_bytes.fetch_add(
+            std::mem::size_of_val(data).max(4) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        upload(&self.gpu, tensor, data)
+    }
+
+    /// Bytes of GPU buffers made by the calls since the last [`Self::reset_step_bytes`]: all
+    /// of a tuning step's buffers live until its read-back, so after one step this is its peak
+    /// memory beyond the weights.
+    pub fn step_bytes(&self) -> u64 {
+        self.step_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn reset_step_bytes(&self) {
+        self.step_bytes
+            .store(0, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn eps(&self) -> f32 {
@@ -230,7 +270,7 @@ impl GpuT5 {
 
     /// A copy of `x` (`len` floats): the residual stream a sub-layer adds into.
     fn copy(&self, enc: &mut wgpu::CommandEncoder, x: &wgpu::Buffer, len: usize) -> wgpu::Buffer {
-        let out = zeros(&self.gpu, "residual", len);
+        let out = self.zeros("residual", len);
         enc.copy_buffer_to_buffer(x, 0, &out, 0, (len * 4) as u64);
         out
     }
@@ -243,8 +283,8 @@ impl GpuT5 {
         let (b, l) = (inputs.len(), prompt.len() / d);
         let (x, mask, s) = embed_inputs(c, &self.shared, prompt, inputs);
         let gpu = &self.gpu;
-        let mut x = upload(gpu, "encoder input", &x)?;
-        let mask = upload(gpu, "key mask", &mask)?;
+        let mut x = self.upload("encoder input", &x)?;
+        let mask = self.upload("key mask", &mask)?;
         let position = upload(
             gpu,
             "position bias",
@@ -263,7 +303,7 @@ impl GpuT5 {
             layers.push((sa, ff));
             x = h;
         }
-        let states = zeros(gpu, "encoder states", b * s * d);
+        let states = self.zeros("encoder states", b * s * d);
         self.k.norm.record_forward(
             gpu,
             &mut enc,
@@ -279,7 +319,7 @@ impl GpuT5 {
             .decoder
             .iter()
             .map(|layer| {
-                let kv = zeros(gpu, "cross kv", b * s * 2 * inner);
+                let kv = self.zeros("cross kv", b * s * 2 * inner);
                 let (a, c) = (Mat::new(&states, d), Mat::new(&kv, 2 * inner));
                 self.k
                     .matmul
@@ -312,11 +352,11 @@ impl GpuT5 {
     ) -> (wgpu::Buffer, AttentionTape) {
         let (d, inner) = (self.config.d_model, self.config.inner_dim());
         let gpu = &self.gpu;
-        let n = zeros(gpu, "normed", b * s * d);
+        let n = self.zeros("normed", b * s * d);
         self.k
             .norm
             .record_forward(gpu, enc, &x, ln, &n, b * s, d, self.eps());
-        let qkv = zeros(gpu, "qkv", b * s * 3 * inner);
+        let qkv = self.zeros("qkv", b * s * 3 * inner);
         self.k.matmul.record(
             gpu,
             enc,
@@ -328,8 +368,8 @@ impl GpuT5 {
             false,
         );
         let dims = self.dims(b, s, s);
-        let probs = zeros(gpu, "probs", b * dims.heads * s * s);
-        let ctx = zeros(gpu, "context", b * s * inner);
+        let probs = self.zeros("probs", b * dims.heads * s * s);
+        let ctx = self.zeros("context", b * s * inner);
         let kv = KeyValues {
             buf: &qkv,
             stride: 3 * inner,
@@ -378,11 +418,11 @@ impl GpuT5 {
     ) -> (wgpu::Buffer, FeedForwardTape) {
         let (d, ff) = (self.config.d_model, self.config.d_ff);
         let gpu = &self.gpu;
-        let n = zeros(gpu, "normed", rows * d);
+        let n = self.zeros("normed", rows * d);
         self.k
             .norm
             .record_forward(gpu, enc, &x, ln, &n, rows, d, self.eps());
-        let gu = zeros(gpu, "gate and linear", rows * 2 * ff);
+        let gu = self.zeros("gate and linear", rows * 2 * ff);
         self.k.matmul.record(
             gpu,
             enc,
@@ -393,7 +433,7 @@ impl GpuT5 {
             Mat::new(&gu, 2 * ff),
             false,
         );
-        let act = zeros(gpu, "activation", rows * ff);
+        let act = self.zeros("activation", rows * ff);
         self.k.gelu.record_forward(gpu, enc, &gu, &act, rows, ff);
         let h = self.copy(enc, &x, rows * d);
         self.k.matmul.record(
@@ -427,7 +467,7 @@ impl GpuT5 {
         let (b, s) = (e.batch, e.len);
         let gpu = &self.gpu;
         let (x, _, t) = embed_inputs(c, &self.shared, &[], dec_inputs);
-        let mut x = upload(gpu, "decoder input", &x)?;
+        let mut x = self.upload("decoder input", &x)?;
         let position = upload(
             gpu,
             "position bias",
@@ -449,11 +489,11 @@ impl GpuT5 {
         for (layer, kv) in self.decoder.iter().zip(&e.cross) {
             let (h, sa) =
                 self.self_attention(enc, x, &layer.ln_self, &layer.self_attn, b, t, self_bias);
-            let n = zeros(gpu, "normed", b * t * d);
+            let n = self.zeros("normed", b * t * d);
             self.k
                 .norm
                 .record_forward(gpu, enc, &h, &layer.ln_cross, &n, b * t, d, self.eps());
-            let q = zeros(gpu, "cross q", b * t * inner);
+            let q = self.zeros("cross q", b * t * inner);
             self.k.matmul.record(
                 gpu,
                 enc,
@@ -465,8 +505,8 @@ impl GpuT5 {
                 false,
             );
             let dims = self.dims(b, t, s);
-            let probs = zeros(gpu, "probs", b * dims.heads * t * s);
-            let ctx = zeros(gpu, "context", b * t * inner);
+            let probs = self.zeros("probs", b * dims.heads * t * s);
+            let ctx = self.zeros("context", b * t * inner);
             let kvs = KeyValues {
                 buf: kv,
                 stride: 2 * inner,
@@ -504,11 +544,11 @@ impl GpuT5 {
             layers.push((sa, ca, ff));
             x = h3;
         }
-        let n = zeros(gpu, "normed", b * t * d);
+        let n = self.zeros("normed", b * t * d);
         self.k
             .norm
             .record_forward(gpu, enc, &x, &self.dec_norm, &n, b * t, d, self.eps());
-        let logits = zeros(gpu, "logits", b * t * c.vocab_size);
+        let logits = self.zeros("logits", b * t * c.vocab_size);
         self.k.matmul.record(
             gpu,
             enc,
@@ -541,8 +581,8 @@ impl GpuT5 {
         let t = tape.len;
         let (ids, w) = padded_targets(c, targets, t);
         let gpu = &self.gpu;
-        let (idb, wb) = (upload(gpu, "targets", &ids)?, upload(gpu, "weights", &w)?);
-        let lp = zeros(gpu, "log probs", ids.len());
+        let (idb, wb) = (self.upload("targets", &ids)?, self.upload("weights", &w)?);
+        let lp = self.zeros("log probs", ids.len());
         self.k.ce.record(
             gpu,
             &mut enc,
@@ -619,8 +659,8 @@ impl GpuT5 {
         let (ids, mut w) = padded_targets(c, targets, t);
         let n_tokens = w.iter().sum::<f32>().max(1.0);
         w.iter_mut().for_each(|x| *x /= n_tokens);
-        let (idb, wb) = (upload(gpu, "targets", &ids)?, upload(gpu, "weights", &w)?);
-        let losses = zeros(gpu, "losses", ids.len());
+        let (idb, wb) = (self.upload("targets", &ids)?, self.upload("weights", &w)?);
+        let losses = self.zeros("losses", ids.len());
         self.k.ce.record(
             gpu,
             &mut enc,
@@ -635,7 +675,7 @@ impl GpuT5 {
 
         // Decoder, top down; `dh` is the gradient of the residual stream.
         let mm = &self.k.matmul;
-        let dn = zeros(gpu, "d normed", b * t * d);
+        let dn = self.zeros("d normed", b * t * d);
         mm.record(
             gpu,
             &mut enc,
@@ -646,7 +686,7 @@ impl GpuT5 {
             Mat::new(&dn, d),
             false,
         );
-        let dh = zeros(gpu, "d residual", b * t * d);
+        let dh = self.zeros("d residual", b * t * d);
         self.k.norm.record_backward_add(
             gpu,
             &mut enc,
@@ -658,12 +698,12 @@ impl GpuT5 {
             d,
             self.eps(),
         );
-        let d_enc = zeros(gpu, "d encoder states", b * s * d);
+        let d_enc = self.zeros("d encoder states", b * s * d);
         for (i, (layer, (sa, ca, ff))) in self.decoder.iter().zip(&dec.layers).enumerate().rev() {
             self.feed_forward_backward(&mut enc, ff, &layer.ln_ff, &layer.ff, &dh, b * t);
             // Cross-attention: queries' gradient into the decoder stream, keys' and values' into
             // the encoder states.
-            let dctx = zeros(gpu, "d context", b * t * inner);
+            let dctx = self.zeros("d context", b * t * inner);
             mm.record(
                 gpu,
                 &mut enc,
@@ -680,9 +720,9 @@ impl GpuT5 {
                 k_col: 0,
                 v_col: inner,
             };
-            let ds = zeros(gpu, "d scores", b * c.num_heads * t * s);
-            let dq = zeros(gpu, "d cross q", b * t * inner);
-            let dkv = zeros(gpu, "d cross kv", b * s * 2 * inner);
+            let ds = self.zeros("d scores", b * c.num_heads * t * s);
+            let dq = self.zeros("d cross q", b * t * inner);
+            let dkv = self.zeros("d cross kv", b * s * 2 * inner);
             self.k.attention.record_backward(
                 gpu,
                 &mut enc,
@@ -705,7 +745,7 @@ impl GpuT5 {
                 Mat::new(&d_enc, d),
                 true,
             );
-            let dn = zeros(gpu, "d normed", b * t * d);
+            let dn = self.zeros("d normed", b * t * d);
             mm.record(
                 gpu,
                 &mut enc,
@@ -734,7 +774,7 @@ impl GpuT5 {
         }
 
         // Encoder, top down from the states' gradient.
-        let dh = zeros(gpu, "d residual", b * s * d);
+        let dh = self.zeros("d residual", b * s * d);
         self.k.norm.record_backward_add(
             gpu,
             &mut enc,
@@ -773,7 +813,7 @@ impl GpuT5 {
     ) {
         let (d, ff) = (self.config.d_model, self.config.d_ff);
         let gpu = &self.gpu;
-        let dact = zeros(gpu, "d activation", rows * ff);
+        let dact = self.zeros("d activation", rows * ff);
         self.k.matmul.record(
             gpu,
             enc,
@@ -784,11 +824,11 @@ impl GpuT5 {
             Mat::new(&dact, ff),
             false,
         );
-        let dgu = zeros(gpu, "d gate and linear", rows * 2 * ff);
+        let dgu = self.zeros("d gate and linear", rows * 2 * ff);
         self.k
             .gelu
             .record_backward(gpu, enc, &tape.gu, &dact, &dgu, rows, ff);
-        let dn = zeros(gpu, "d normed", rows * d);
+        let dn = self.zeros("d normed", rows * d);
         self.k.matmul.record(
             gpu,
             enc,
@@ -816,7 +856,7 @@ impl GpuT5 {
         let gpu = &self.gpu;
         let dims = tape.dims;
         let rows = dims.batch * dims.q_len;
-        let dctx = zeros(gpu, "d context", rows * inner);
+        let dctx = self.zeros("d context", rows * inner);
         self.k.matmul.record(
             gpu,
             enc,
@@ -832,7 +872,7 @@ impl GpuT5 {
             "d scores",
             dims.batch * dims.heads * dims.q_len * dims.k_len,
         );
-        let dqkv = zeros(gpu, "d qkv", rows * 3 * inner);
+        let dqkv = self.zeros("d qkv", rows * 3 * inner);
         let kv = KeyValues {
             buf: &tape.q,
             stride: 3 * inner,
@@ -851,7 +891,7 @@ impl GpuT5 {
             Mat::new(&dqkv, 3 * inner),
             KeyValues { buf: &dqkv, ..kv },
         );
-        let dn = zeros(gpu, "d normed", rows * d);
+        let dn = self.zeros("d normed", rows * d);
         self.k.matmul.record(
             gpu,
             enc,
