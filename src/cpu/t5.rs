@@ -391,41 +391,20 @@ impl CpuT5 {
         let t = tape.len;
         let (ids, w) = padded_targets(c, targets, t);
         let lp = cross_entropy::target_log_probs(&logits, self.config.vocab_size, &ids);
-        lp.chunks(t.max(1))
-            .zip(w.chunks(t.max(1)))
-            .map(|(l, w)| l.iter().zip(w).map(|(a, b)| a * b).sum())
-            .take(targets.len())
-            .collect()
+        sequence_scores(&lp, &w, t, targets.len())
     }
 
     /// Greedy decoding of up to `max_new` tokens for every encoded input; stops at EOS, which is
     /// not returned. (No key/value cache: each step re-runs the decoder over the prefix.)
     pub fn generate(&self, enc: &Encoded, max_new: usize) -> Vec<Vec<u32>> {
-        let c = &self.config;
-        let mut seqs = vec![vec![c.decoder_start_token_id]; enc.batch];
-        let mut done = vec![false; enc.batch];
+        let mut g = Greedy::new(&self.config, enc.batch);
         for _ in 0..max_new {
-            let (logits, tape) = self.decode(enc, &seqs);
-            let t = tape.len;
-            for (bi, seq) in seqs.iter_mut().enumerate() {
-                let row = &logits[(bi * t + t - 1) * c.vocab_size..(bi * t + t) * c.vocab_size];
-                let next = argmax(row);
-                done[bi] |= next == c.eos_token_id;
-                seq.push(if done[bi] { c.pad_token_id } else { next });
-            }
-            if done.iter().all(|&x| x) {
+            let (logits, tape) = self.decode(enc, &g.seqs);
+            if g.push(&self.config, &logits, tape.len) {
                 break;
             }
         }
-        seqs.into_iter()
-            .map(|s| {
-                s[1..]
-                    .iter()
-                    .copied()
-                    .take_while(|&t| t != c.pad_token_id)
-                    .collect()
-            })
-            .collect()
+        g.finish(&self.config)
     }
 
     /// Mean cross-entropy per target token, and its gradient with respect to the prompt
@@ -504,13 +483,7 @@ impl CpuT5 {
             self.feed_forward_backward(fft, &layer.ln_ff, &layer.ff, &mut dh);
             self.self_attention_backward(sa, &layer.ln_attn, &layer.attn, &mut dh);
         }
-        let l = enc.prompt_len;
-        let mut grad = vec![0f32; l * d];
-        for bi in 0..b {
-            let rows = &dh[bi * s * d..(bi * s + l) * d];
-            grad.iter_mut().zip(rows).for_each(|(g, x)| *g += x);
-        }
-        (loss, grad)
+        (loss, prompt_grad(&dh, b, s, enc.prompt_len, d))
     }
 
     fn feed_forward_backward(
@@ -634,8 +607,71 @@ pub(crate) fn padded_targets(c: &T5Config, targets: &[Vec<u32>], t: usize) -> (V
     (ids, w)
 }
 
+/// Rank-classification scores: each sequence's target log-probabilities `lp` (`[n * t]`) summed
+/// over its real tokens (weights `w`, 1 or 0).
+pub(crate) fn sequence_scores(lp: &[f32], w: &[f32], t: usize, n: usize) -> Vec<f32> {
+    lp.chunks(t.max(1))
+        .zip(w.chunks(t.max(1)))
+        .map(|(l, w)| l.iter().zip(w).map(|(a, b)| a * b).sum())
+        .take(n)
+        .collect()
+}
+
+/// The prompt's gradient `[L, d]` from the encoder input's `dh` (`[b * s, d]`): its first `l`
+/// rows of every sequence, summed over the batch since every sequence shares the prompt.
+pub(crate) fn prompt_grad(dh: &[f32], b: usize, s: usize, l: usize, d: usize) -> Vec<f32> {
+    let mut grad = vec![0f32; l * d];
+    for bi in 0..b {
+        let rows = &dh[bi * s * d..(bi * s + l) * d];
+        grad.iter_mut().zip(rows).for_each(|(g, x)| *g += x);
+    }
+    grad
+}
+
+/// Greedy decoding state shared by both engines: the sequences so far (starting with the start
+/// token), and which have produced EOS (padded from then on).
+pub(crate) struct Greedy {
+    pub seqs: Vec<Vec<u32>>,
+    done: Vec<bool>,
+}
+
+impl Greedy {
+    pub fn new(c: &T5Config, batch: usize) -> Self {
+        Self {
+            seqs: vec![vec![c.decoder_start_token_id]; batch],
+            done: vec![false; batch],
+        }
+    }
+
+    /// Appends each sequence's most likely next token from the decoder's `[batch * t, vocab]`
+    /// logits; true once every sequence is done.
+    pub fn push(&mut self, c: &T5Config, logits: &[f32], t: usize) -> bool {
+        let v = c.vocab_size;
+        for (bi, seq) in self.seqs.iter_mut().enumerate() {
+            let next = argmax(&logits[(bi * t + t - 1) * v..(bi * t + t) * v]);
+            self.done[bi] |= next == c.eos_token_id;
+            seq.push(if self.done[bi] { c.pad_token_id } else { next });
+        }
+        self.done.iter().all(|&x| x)
+    }
+
+    /// The generated tokens, without the start token and the closing EOS.
+    pub fn finish(self, c: &T5Config) -> Vec<Vec<u32>> {
+        self.seqs
+            .into_iter()
+            .map(|s| {
+                s[1..]
+                    .iter()
+                    .copied()
+                    .take_while(|&t| t != c.pad_token_id)
+                    .collect()
+            })
+            .collect()
+    }
+}
+
 /// Index of the largest value (greedy decoding).
-pub(crate) fn argmax(row: &[f32]) -> u32 {
+fn argmax(row: &[f32]) -> u32 {
     row.iter()
         .enumerate()
         .fold(

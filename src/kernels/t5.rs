@@ -11,7 +11,10 @@ use super::matmul::{GpuQuant, Mat, Matmul, QuantMatrix};
 use super::rms_norm::RmsNormKernel;
 use super::{KernelError, read_back, upload, zeros};
 use crate::cpu::attention::Dims;
-use crate::cpu::t5::{argmax, embed_inputs, padded_targets, position_bias, teacher_inputs};
+use crate::cpu::t5::{
+    Greedy, embed_inputs, padded_targets, position_bias, prompt_grad, sequence_scores,
+    teacher_inputs,
+};
 use crate::gpu::Gpu;
 use crate::model::checkpoint::{Checkpoint, CheckpointError};
 use crate::model::config::T5Config;
@@ -596,12 +599,7 @@ impl GpuT5 {
         );
         gpu.queue().submit([enc.finish()]);
         let lp = read_back(gpu, &lp, ids.len()).await?;
-        Ok(lp
-            .chunks(t.max(1))
-            .zip(w.chunks(t.max(1)))
-            .map(|(l, w)| l.iter().zip(w).map(|(a, b)| a * b).sum())
-            .take(targets.len())
-            .collect())
+        Ok(sequence_scores(&lp, &w, t, targets.len()))
     }
 
     /// Greedy decoding of up to `max_new` tokens (no key/value cache, as the CPU engine).
@@ -611,34 +609,18 @@ impl GpuT5 {
         max_new: usize,
     ) -> Result<Vec<Vec<u32>>, KernelError> {
         let c = &self.config;
-        let mut seqs = vec![vec![c.decoder_start_token_id]; e.batch];
-        let mut done = vec![false; e.batch];
+        let mut g = Greedy::new(c, e.batch);
         for _ in 0..max_new {
             let mut enc = self.encoder();
-            let (logits, tape) = self.decode(&mut enc, e, &seqs)?;
+            let (logits, tape) = self.decode(&mut enc, e, &g.seqs)?;
             self.gpu.queue().submit([enc.finish()]);
             let t = tape.len;
             let logits = read_back(&self.gpu, &logits, e.batch * t * c.vocab_size).await?;
-            for (bi, seq) in seqs.iter_mut().enumerate() {
-                let row = &logits[(bi * t + t - 1) * c.vocab_size..(bi * t + t) * c.vocab_size];
-                let next = argmax(row);
-                done[bi] |= next == c.eos_token_id;
-                seq.push(if done[bi] { c.pad_token_id } else { next });
-            }
-            if done.iter().all(|&x| x) {
+            if g.push(c, &logits, t) {
                 break;
             }
         }
-        Ok(seqs
-            .into_iter()
-            .map(|s| {
-                s[1..]
-                    .iter()
-                    .copied()
-                    .take_while(|&t| t != c.pad_token_id)
-                    .collect()
-            })
-            .collect())
+        Ok(g.finish(c))
     }
 
     /// Mean cross-entropy per target token and its gradient with respect to the prompt (`[L,
@@ -793,13 +775,7 @@ impl GpuT5 {
         gpu.queue().submit([enc.finish()]);
         let loss: f32 = read_back(gpu, &losses, ids.len()).await?.iter().sum();
         let dh = read_back(gpu, &dh, b * s * d).await?;
-        let l = e.prompt_len;
-        let mut grad = vec![0f32; l * d];
-        for bi in 0..b {
-            let rows = &dh[bi * s * d..(bi * s + l) * d];
-            grad.iter_mut().zip(rows).for_each(|(g, x)| *g += x);
-        }
-        Ok((loss, grad))
+        Ok((loss, prompt_grad(&dh, b, s, e.prompt_len, d)))
     }
 
     fn feed_forward_backward(
