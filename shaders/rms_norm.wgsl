@@ -58,13 +58,8 @@ fn forward(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_inde
     }
 }
 
-@compute @workgroup_size(64)
-fn backward(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let row = gid.x + gid.y * p.groups_x;
-    if (row >= p.rows) {
-        return;
-    }
-    let base = row * p.cols;
+// (1 / rms, the coefficient of x in the input gradient) of `row`, for every invocation.
+fn gradient_terms(base: u32, lid: u32) -> vec2<f32> {
     var ss = 0.0;
     var dot = 0.0;
     for (var c = lid; c < p.cols; c = c + WG) {
@@ -78,9 +73,19 @@ fn backward(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_ind
     reduce_pair(lid);
     let n = f32(p.cols);
     let r = inverseSqrt(partial_a[0] / n + p.eps);
-    let k = r * r * r / n * partial_b[0];
+    return vec2<f32>(r, r * r * r / n * partial_b[0]);
+}
+
+@compute @workgroup_size(64)
+fn backward(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = gid.x + gid.y * p.groups_x;
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.cols;
+    let t = gradient_terms(base, lid);
     for (var c = lid; c < p.cols; c = c + WG) {
-        out[base + c] = r * w[c] * dy[base + c] - x[base + c] * k;
+        out[base + c] = t.x * w[c] * dy[base + c] - x[base + c] * t.y;
     }
 }
 
@@ -92,21 +97,8 @@ fn backward_add(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation
         return;
     }
     let base = row * p.cols;
-    var ss = 0.0;
-    var dot = 0.0;
+    let t = gradient_terms(base, lid);
     for (var c = lid; c < p.cols; c = c + WG) {
-        let v = x[base + c];
-        ss = ss + v * v;
-        dot = dot + w[c] * dy[base + c] * v;
-    }
-    partial_a[lid] = ss;
-    partial_b[lid] = dot;
-    workgroupBarrier();
-    reduce_pair(lid);
-    let n = f32(p.cols);
-    let r = inverseSqrt(partial_a[0] / n + p.eps);
-    let k = r * r * r / n * partial_b[0];
-    for (var c = lid; c < p.cols; c = c + WG) {
-        out[base + c] = out[base + c] + r * w[c] * dy[base + c] - x[base + c] * k;
+        out[base + c] = out[base + c] + t.x * w[c] * dy[base + c] - x[base + c] * t.y;
     }
 }
