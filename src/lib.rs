@@ -5,6 +5,7 @@ pub mod clock;
 pub mod cpu;
 pub mod gpu;
 pub mod kernels;
+pub mod meta;
 pub mod model;
 pub mod prompt;
 pub mod selfcheck;

@@ -19,11 +19,17 @@ mod data;
 mod tune_cmd;
 
 #[cfg(not(target_arch = "wasm32"))]
+#[path = "metaprompt/meta.rs"]
+mod meta_cmd;
+
+#[cfg(not(target_arch = "wasm32"))]
 mod cli {
     use crate::data;
+    use crate::meta_cmd;
     use crate::tune_cmd;
     use clap::{Parser, Subcommand, ValueEnum};
     use metaprompt::gpu::Gpu;
+    use metaprompt::meta::{Algo, MetaConfig};
     use metaprompt::model::checkpoint::Checkpoint;
     use metaprompt::model::{LoadedModel, T5Config};
     use metaprompt::prompt::tune::TuneConfig;
@@ -67,7 +73,6 @@ mod cli {
             #[arg(long, value_enum, default_value_t = Backend::Cpu)]
             device: Backend,
         },
-        /// Show the GPU adapter wgpu picks and check our WGSL kernels against the Rust reference.
         /// Prompt tuning (PT) on one task: k-shot over seeds, a per-seed and mean/std table.
         Tune {
             #[arg(long)]
@@ -92,6 +97,68 @@ mod cli {
             #[command(flatten)]
             run: RunArgs,
         },
+        /// Meta Prompt Tuning: learn a prompt initialisation over the source tasks (MAML, FoMAML,
+        /// Reptile) or the multi-task baseline; checkpoints and resumes.
+        MetaTrain {
+            /// maml | fomaml | reptile | multitask
+            #[arg(long, default_value = "fomaml")]
+            algo: String,
+            #[arg(long, default_value = "meta-train")]
+            suite: String,
+            /// Only these tasks of the suite (comma-separated; default all).
+            #[arg(long, value_delimiter = ',')]
+            tasks: Vec<String>,
+            #[arg(long, default_value_t = 150)]
+            meta_steps: usize,
+            /// Episodes (distinct source tasks) per meta-step.
+            #[arg(long, default_value_t = 4)]
+            task_batch: usize,
+            #[arg(long, default_value_t = 3)]
+            inner_steps: usize,
+            /// Inner-loop gradient-descent rate (full batch, no clipping).
+            #[arg(long, default_value_t = MetaConfig::default().inner_lr)]
+            inner_lr: f32,
+            #[arg(long, default_value_t = MetaConfig::default().outer_lr)]
+            outer_lr: f32,
+            /// adafactor | adam
+            #[arg(long, default_value = "adafactor")]
+            outer_optimizer: String,
+            #[arg(long, default_value_t = 8)]
+            support: usize,
+            #[arg(long, default_value_t = 8)]
+            query: usize,
+            /// MAML's finite-difference radius for Hessian-vector products.
+            #[arg(long, default_value_t = MetaConfig::default().fd_eps)]
+            fd_eps: f32,
+            #[arg(long, default_value_t = 0)]
+            seed: u64,
+            /// Prompt length.
+            #[arg(long, default_value_t = 20)]
+            len: usize,
+            /// Where meta-training starts: random | vocab.
+            #[arg(long, default_value = "vocab")]
+            start: String,
+            /// Source inputs are cut to this many tokens.
+            #[arg(long, default_value_t = 128)]
+            max_input: usize,
+            /// Output folder (PEFT prompt, provenance.json, curve.csv, checkpoint.json);
+            /// default assets/mpt-ALGO.
+            #[arg(long)]
+            out: Option<PathBuf>,
+            #[arg(long, default_value_t = 5)]
+            checkpoint_every: usize,
+            /// Ignore an existing checkpoint and start over.
+            #[arg(long)]
+            fresh: bool,
+            #[arg(long, default_value = "data")]
+            data: PathBuf,
+            #[arg(long, default_value = "models/flan-t5-small")]
+            model: PathBuf,
+            #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+            device: Backend,
+            #[arg(long, value_enum, default_value_t = Kernels::Ours)]
+            kernels: Kernels,
+        },
         /// Benchmarks: `bench tune` times prompt-tuning steps on flan-t5-small.
         Bench {
             /// What to time: tune.
@@ -110,6 +177,7 @@ mod cli {
             #[command(subcommand)]
             command: data::DataCommand,
         },
+        /// Show the GPU adapter wgpu picks and check our WGSL kernels against the Rust reference.
         Gpu {
             /// Rows of the self-check input.
             #[arg(long, default_value_t = 96)]
@@ -241,10 +309,7 @@ mod cli {
             } => (|| {
                 let config = run.config()?;
                 let m = run.load()?;
-                let command_line = std::iter::once("metaprompt".to_string())
-                    .chain(std::env::args().skip(1))
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                let command_line = command_line();
                 tune_cmd::eval_suite(
                     &m,
                     &tune_cmd::EvalArgs {
@@ -259,6 +324,66 @@ mod cli {
                         out,
                         command_line,
                         device: m.name.clone(),
+                    },
+                )
+            })(),
+            Command::MetaTrain {
+                algo,
+                suite,
+                tasks,
+                meta_steps,
+                task_batch,
+                inner_steps,
+                inner_lr,
+                outer_lr,
+                outer_optimizer,
+                support,
+                query,
+                fd_eps,
+                seed,
+                len,
+                start,
+                max_input,
+                out,
+                checkpoint_every,
+                fresh,
+                data,
+                model,
+                device,
+                kernels,
+            } => (|| {
+                let algo = Algo::parse(&algo).map_err(|e| e.to_string())?;
+                let config = MetaConfig {
+                    algo,
+                    meta_steps,
+                    task_batch,
+                    inner_steps,
+                    inner_lr,
+                    outer_lr,
+                    outer_optimizer: tune_cmd::parse_optimizer(&outer_optimizer)?,
+                    support,
+                    query,
+                    fd_eps,
+                    seed,
+                    ..MetaConfig::default()
+                };
+                let out =
+                    out.unwrap_or_else(|| PathBuf::from(format!("assets/mpt-{}", algo.name())));
+                let m = runner(&model, device, kernels)?;
+                meta_cmd::meta_train_cmd(
+                    &m,
+                    &meta_cmd::MetaArgs {
+                        config,
+                        suite,
+                        tasks,
+                        data,
+                        len,
+                        start,
+                        max_input,
+                        out,
+                        checkpoint_every,
+                        fresh,
+                        command_line: command_line(),
                     },
                 )
             })(),
@@ -291,6 +416,14 @@ mod cli {
     }
 
     type CliResult = Result<(), String>;
+
+    /// This invocation, for the provenance of what it writes.
+    fn command_line() -> String {
+        std::iter::once("metaprompt".to_string())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 
     fn read(path: &Path) -> Result<Vec<u8>, String> {
         std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))

@@ -13,7 +13,7 @@ pub enum OptimizerKind {
     Adam,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Optimizer {
     Adafactor(Adafactor),
     Adam(Adam),
@@ -36,7 +36,7 @@ impl Optimizer {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Adafactor {
     rows: usize,
     cols: usize,
@@ -95,7 +95,7 @@ impl Adafactor {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Adam {
     m: Vec<f32>,
     v: Vec<f32>,
