@@ -4,8 +4,8 @@
 //!
 //! - MAML (Finn et al. 2017): d/dp0 L_query(p_k) = prod_t (I - a H_t) * g_query(p_k). The engines
 //!   give first derivatives only, so each Hessian-vector product is a central finite difference
-//!   of two gradients, H v = (g(p + r v) - g(p - r v)) / 2r with r = eps / |v| (Pearlmutter's
-//!   trick done numerically): 2 extra gradients per inner step, exact to O(eps^2).
+//!   of two gradients, H v = (g(p + r v) - g(p - r v)) / 2r with r = eps max(|p|, 1) / |v|:
+//!   2 extra gradients per inner step, exact to O(eps^2).
 //! - FoMAML: drop the Hessian terms, g_query(p_k).
 //! - Reptile (Nichol et al. 2018): adapt on support and query together; the outer "gradient" is
 //!   p0 - p_k, a step towards the adapted prompt.
@@ -65,7 +65,9 @@ pub async fn adapt(
     Ok(path)
 }
 
-/// Hessian of the loss on `data` at `p`, times `v`, by a central difference of gradients.
+/// Hessian of the loss on `data` at `p`, times `v`, by a central difference of gradients. The
+/// step is `eps` relative to the prompt's norm (at least 1): prompts built from T5's embeddings
+/// have norms in the hundreds, where an absolute step would drown in float32 rounding.
 pub async fn hessian_vector(
     engine: Engine<'_>,
     p: &SoftPrompt,
@@ -77,7 +79,8 @@ pub async fn hessian_vector(
     if norm == 0.0 {
         return Ok(vec![0.0; v.len()]);
     }
-    let r = eps / norm;
+    let scale = p.values.iter().map(|x| x * x).sum::<f32>().sqrt().max(1.0);
+    let r = eps * scale / norm;
     let shifted = |sign: f32| {
         let mut q = p.clone();
         q.values

@@ -187,14 +187,20 @@ pub fn meta_train_cmd(r: &Runner, args: &MetaArgs) -> Result<(), String> {
             rep.before, rep.after, rep.grad_norm
         ));
         if rep.step % 10 == 0 {
-            bar.println(format!(
+            // Without a terminal (a log file) the bar is hidden, and so is its println.
+            let line = format!(
                 "step {:>4}: query loss {:.4} -> {:.4}, |g| {:.3}, {:.1} s/step",
                 rep.step,
                 rep.before,
                 rep.after,
                 rep.grad_norm,
                 rep.elapsed_s / rep.step as f64
-            ));
+            );
+            if bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
         }
         if (rep.step % args.checkpoint_every.max(1) == 0 || s.finished())
             && let Err(e) = write_atomic(&ckpt, &serde_json::to_string(s).expect("state"))
