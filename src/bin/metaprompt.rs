@@ -99,78 +99,15 @@ mod cli {
         },
         /// Meta Prompt Tuning: learn a prompt initialisation over the source tasks (MAML, FoMAML,
         /// Reptile) or the multi-task baseline; checkpoints and resumes.
-        MetaTrain {
-            /// maml | fomaml | reptile | multitask
-            #[arg(long, default_value = "fomaml")]
-            algo: String,
-            #[arg(long, default_value = "meta-train")]
-            suite: String,
-            /// Only these tasks of the suite (comma-separated; default all).
-            #[arg(long, value_delimiter = ',')]
-            tasks: Vec<String>,
-            #[arg(long, default_value_t = 150)]
-            meta_steps: usize,
-            /// Episodes (distinct source tasks) per meta-step.
-            #[arg(long, default_value_t = 4)]
-            task_batch: usize,
-            #[arg(long, default_value_t = 3)]
-            inner_steps: usize,
-            /// Inner-loop gradient-descent rate (full batch, no clipping).
-            #[arg(long, default_value_t = MetaConfig::default().inner_lr)]
-            inner_lr: f32,
-            #[arg(long, default_value_t = MetaConfig::default().outer_lr)]
-            outer_lr: f32,
-            /// adafactor | adam
-            #[arg(long, default_value = "adafactor")]
-            outer_optimizer: String,
-            #[arg(long, default_value_t = 8)]
-            support: usize,
-            #[arg(long, default_value_t = 8)]
-            query: usize,
-            /// MAML's finite-difference radius for Hessian-vector products.
-            #[arg(long, default_value_t = MetaConfig::default().fd_eps)]
-            fd_eps: f32,
-            #[arg(long, default_value_t = 0)]
-            seed: u64,
-            /// Prompt length.
-            #[arg(long, default_value_t = 20)]
-            len: usize,
-            /// Where meta-training starts: random | vocab.
-            #[arg(long, default_value = "vocab")]
-            start: String,
-            /// Source inputs are cut to this many tokens.
-            #[arg(long, default_value_t = 128)]
-            max_input: usize,
-            /// Output folder (PEFT prompt, provenance.json, curve.csv, checkpoint.json);
-            /// default assets/mpt-ALGO.
-            #[arg(long)]
-            out: Option<PathBuf>,
-            #[arg(long, default_value_t = 5)]
-            checkpoint_every: usize,
-            /// Ignore an existing checkpoint and start over.
-            #[arg(long)]
-            fresh: bool,
-            #[arg(long, default_value = "data")]
-            data: PathBuf,
-            #[arg(long, default_value = "models/flan-t5-small")]
-            model: PathBuf,
-            #[arg(long, value_enum, default_value_t = Backend::Cpu)]
-            device: Backend,
-            #[arg(long, value_enum, default_value_t = Kernels::Ours)]
-            kernels: Kernels,
-        },
+        MetaTrain(MetaTrainArgs),
         /// Benchmarks: `bench tune` times prompt-tuning steps on flan-t5-small.
         Bench {
             /// What to time: tune.
             what: String,
             #[arg(long, default_value_t = 5)]
             steps: usize,
-            #[arg(long, default_value = "models/flan-t5-small")]
-            model: PathBuf,
-            #[arg(long, value_enum, default_value_t = Backend::Cpu)]
-            device: Backend,
-            #[arg(long, value_enum, default_value_t = Kernels::Ours)]
-            kernels: Kernels,
+            #[command(flatten)]
+            engine: EngineArgs,
         },
         /// Few-shot task suites: derive them, list them, show examples.
         Data {
@@ -186,6 +123,101 @@ mod cli {
             #[arg(long, default_value_t = 512)]
             cols: usize,
         },
+    }
+
+    /// `meta-train`'s settings.
+    #[derive(clap::Args)]
+    struct MetaTrainArgs {
+        /// maml | fomaml | reptile | multitask
+        #[arg(long, default_value = "fomaml")]
+        algo: String,
+        #[arg(long, default_value = "meta-train")]
+        suite: String,
+        /// Only these tasks of the suite (comma-separated; default all).
+        #[arg(long, value_delimiter = ',')]
+        tasks: Vec<String>,
+        #[arg(long, default_value_t = 150)]
+        meta_steps: usize,
+        /// Episodes (distinct source tasks) per meta-step.
+        #[arg(long, default_value_t = 4)]
+        task_batch: usize,
+        #[arg(long, default_value_t = 3)]
+        inner_steps: usize,
+        /// Inner-loop gradient-descent rate (full batch, no clipping).
+        #[arg(long, default_value_t = MetaConfig::default().inner_lr)]
+        inner_lr: f32,
+        #[arg(long, default_value_t = MetaConfig::default().outer_lr)]
+        outer_lr: f32,
+        /// adafactor | adam
+        #[arg(long, default_value = "adafactor")]
+        outer_optimizer: String,
+        #[arg(long, default_value_t = 8)]
+        support: usize,
+        #[arg(long, default_value_t = 8)]
+        query: usize,
+        /// MAML's finite-difference radius for Hessian-vector products.
+        #[arg(long, default_value_t = MetaConfig::default().fd_eps)]
+        fd_eps: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Prompt length.
+        #[arg(long, default_value_t = 20)]
+        len: usize,
+        /// Where meta-training starts: random | vocab.
+        #[arg(long, default_value = "vocab")]
+        start: String,
+        /// Source inputs are cut to this many tokens.
+        #[arg(long, default_value_t = 128)]
+        max_input: usize,
+        /// Output folder (PEFT prompt, provenance.json, curve.csv, checkpoint.json);
+        /// default assets/mpt-ALGO.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 5)]
+        checkpoint_every: usize,
+        /// Ignore an existing checkpoint and start over.
+        #[arg(long)]
+        fresh: bool,
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        #[command(flatten)]
+        engine: EngineArgs,
+    }
+
+    impl MetaTrainArgs {
+        fn config(&self) -> Result<MetaConfig, String> {
+            Ok(MetaConfig {
+                algo: Algo::parse(&self.algo).map_err(|e| e.to_string())?,
+                meta_steps: self.meta_steps,
+                task_batch: self.task_batch,
+                inner_steps: self.inner_steps,
+                inner_lr: self.inner_lr,
+                outer_lr: self.outer_lr,
+                outer_optimizer: tune_cmd::parse_optimizer(&self.outer_optimizer)?,
+                support: self.support,
+                query: self.query,
+                fd_eps: self.fd_eps,
+                seed: self.seed,
+                ..MetaConfig::default()
+            })
+        }
+    }
+
+    /// The model and what runs it: shared by `tune`, `eval`, `meta-train` and `bench`.
+    #[derive(clap::Args)]
+    struct EngineArgs {
+        #[arg(long, default_value = "models/flan-t5-small")]
+        model: PathBuf,
+        #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+        device: Backend,
+        #[arg(long, value_enum, default_value_t = Kernels::Ours)]
+        kernels: Kernels,
+    }
+
+    impl EngineArgs {
+        fn load(&self) -> Result<tune_cmd::Runner, String> {
+            runner(&self.model, self.device, self.kernels)
+        }
     }
 
     /// What `tune` and `eval` share: the few-shot setting, the tuning loop, data, model, device.
@@ -212,12 +244,8 @@ mod cli {
         max_test: usize,
         #[arg(long, default_value = "data")]
         data: PathBuf,
-        #[arg(long, default_value = "models/flan-t5-small")]
-        model: PathBuf,
-        #[arg(long, value_enum, default_value_t = Backend::Cpu)]
-        device: Backend,
-        #[arg(long, value_enum, default_value_t = Kernels::Ours)]
-        kernels: Kernels,
+        #[command(flatten)]
+        engine: EngineArgs,
     }
 
     impl RunArgs {
@@ -229,10 +257,6 @@ mod cli {
                 optimizer: tune_cmd::parse_optimizer(&self.optimizer)?,
                 ..TuneConfig::default()
             })
-        }
-
-        fn load(&self) -> Result<tune_cmd::Runner, String> {
-            runner(&self.model, self.device, self.kernels)
         }
     }
 
@@ -285,7 +309,7 @@ mod cli {
                 run,
             } => (|| {
                 let config = run.config()?;
-                let m = run.load()?;
+                let m = run.engine.load()?;
                 tune_cmd::tune_task(
                     &m,
                     &tune_cmd::TuneArgs {
@@ -308,7 +332,7 @@ mod cli {
                 run,
             } => (|| {
                 let config = run.config()?;
-                let m = run.load()?;
+                let m = run.engine.load()?;
                 let command_line = command_line();
                 tune_cmd::eval_suite(
                     &m,
@@ -327,62 +351,26 @@ mod cli {
                     },
                 )
             })(),
-            Command::MetaTrain {
-                algo,
-                suite,
-                tasks,
-                meta_steps,
-                task_batch,
-                inner_steps,
-                inner_lr,
-                outer_lr,
-                outer_optimizer,
-                support,
-                query,
-                fd_eps,
-                seed,
-                len,
-                start,
-                max_input,
-                out,
-                checkpoint_every,
-                fresh,
-                data,
-                model,
-                device,
-                kernels,
-            } => (|| {
-                let algo = Algo::parse(&algo).map_err(|e| e.to_string())?;
-                let config = MetaConfig {
-                    algo,
-                    meta_steps,
-                    task_batch,
-                    inner_steps,
-                    inner_lr,
-                    outer_lr,
-                    outer_optimizer: tune_cmd::parse_optimizer(&outer_optimizer)?,
-                    support,
-                    query,
-                    fd_eps,
-                    seed,
-                    ..MetaConfig::default()
-                };
-                let out =
-                    out.unwrap_or_else(|| PathBuf::from(format!("assets/mpt-{}", algo.name())));
-                let m = runner(&model, device, kernels)?;
+            Command::MetaTrain(args) => (|| {
+                let config = args.config()?;
+                let out = args
+                    .out
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(format!("assets/mpt-{}", config.algo.name())));
+                let m = args.engine.load()?;
                 meta_cmd::meta_train_cmd(
                     &m,
                     &meta_cmd::MetaArgs {
                         config,
-                        suite,
-                        tasks,
-                        data,
-                        len,
-                        start,
-                        max_input,
+                        suite: args.suite,
+                        tasks: args.tasks,
+                        data: args.data,
+                        len: args.len,
+                        start: args.start,
+                        max_input: args.max_input,
                         out,
-                        checkpoint_every,
-                        fresh,
+                        checkpoint_every: args.checkpoint_every,
+                        fresh: args.fresh,
                         command_line: command_line(),
                     },
                 )
@@ -390,14 +378,12 @@ mod cli {
             Command::Bench {
                 what,
                 steps,
-                model,
-                device: backend,
-                kernels,
+                engine,
             } => (|| {
                 if what != "tune" {
                     return Err(format!("bench {what:?}: only `bench tune` exists"));
                 }
-                tune_cmd::bench_tune(&runner(&model, backend, kernels)?, steps)
+                tune_cmd::bench_tune(&engine.load()?, steps)
             })(),
             Command::Generate {
                 text,

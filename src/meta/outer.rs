@@ -115,11 +115,10 @@ pub async fn task_grad(
     inner: Inner,
 ) -> Result<TaskGrad, TuneError> {
     let query: Vec<&Pair> = ep.query.iter().collect();
-    let both: Vec<Pair> = ep.support.iter().chain(&ep.query).cloned().collect();
     match algo {
         Algo::MultiTask => {
-            let refs: Vec<&Pair> = both.iter().collect();
-            let (l, g) = engine.loss_and_grad(p0, &refs).await?;
+            let both: Vec<&Pair> = ep.support.iter().chain(&ep.query).collect();
+            let (l, g) = engine.loss_and_grad(p0, &both).await?;
             let l = finite(0, "multi-task loss", l)?;
             Ok(TaskGrad {
                 grad: g,
@@ -129,6 +128,7 @@ pub async fn task_grad(
         }
         Algo::Reptile => {
             let before = engine.loss(p0, &query).await?;
+            let both: Vec<Pair> = ep.support.iter().chain(&ep.query).cloned().collect();
             let path = adapt(engine, p0, &both, inner.steps, inner.lr).await?;
             let pk = path.last().expect("p0");
             let after = finite(inner.steps, "query loss", engine.loss(pk, &query).await?)?;

@@ -3,14 +3,14 @@
 //! steps that a rerun resumes from, and on completion a PEFT prompt folder with its provenance and
 //! the meta-training curve.
 
-use crate::tune_cmd::Runner;
+use crate::tune_cmd::{Runner, write_atomic};
 use indicatif::{ProgressBar, ProgressStyle};
 use metaprompt::meta::episode::SourceTask;
 use metaprompt::meta::{Algo, MetaConfig, MetaReport, MetaState, Provenance, meta_train};
 use metaprompt::prompt::{Init, SoftPrompt, eval, initial_prompt, peft};
 use metaprompt::tasks::store;
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub struct MetaArgs {
     pub config: MetaConfig,
@@ -76,13 +76,6 @@ fn source_tasks(r: &Runner, args: &MetaArgs) -> Result<Vec<SourceTask>, String> 
     }
     bar.finish_and_clear();
     Ok(tasks)
-}
-
-fn write_atomic(path: &Path, text: &str) -> Result<(), String> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn curve_csv(curve: &[MetaReport]) -> String {

@@ -272,9 +272,10 @@ pub fn eval_suite(r: &Runner, args: &EvalArgs) -> Result<(), String> {
         let mut wins = 0;
         for (col, init_name) in args.inits.iter().enumerate() {
             let init = parse_init(init_name, &label_words(d.task))?;
+            let id = init_key(init_name, &init);
             let mut values = Vec::new();
             for &seed in &args.seeds {
-                let key = format!("{name}/{}/{seed}", init_key(init_name, &init));
+                let key = format!("{name}/{id}/{seed}");
                 let (_, value) = match progress.get(&key) {
                     Some(done) => {
                         eprintln!("{name} {init_name} seed {seed}: done in an earlier run");
@@ -473,10 +474,7 @@ impl RunCache {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_string(&self.all).expect("json"))
-            .and_then(|()| std::fs::rename(&tmp, &self.path))
-            .map_err(|e| format!("{}: {e}", self.path.display()))
+        write_atomic(&self.path, &serde_json::to_string(&self.all).expect("json"))
     }
 
     fn put(
@@ -495,6 +493,14 @@ impl RunCache {
         self.save()?;
         Ok((metric.to_string(), value))
     }
+}
+
+/// Writes `text` to `path` through a temporary file, so a stop mid-write never leaves a torn file.
+pub fn write_atomic(path: &Path, text: &str) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The cache key of an initialisation: its name, or for a file the hash of the prompt's values
