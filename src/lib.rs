@@ -2,6 +2,7 @@
 //! the native CLI, so both report the same numbers.
 
 pub mod clock;
+pub mod compare;
 pub mod cpu;
 pub mod gpu;
 pub mod kernels;

@@ -60,6 +60,15 @@ mod cli {
             #[arg(long, default_value = "models/flan-t5-small")]
             out: PathBuf,
         },
+        /// Write a tiny random-weight T5 with flan-t5-small's tokenizer (the page's end-to-end
+        /// tests load it instead of the real model).
+        TinyModel {
+            /// The real model's folder, for its tokenizer.json.
+            #[arg(long, default_value = "models/flan-t5-small")]
+            model: PathBuf,
+            #[arg(long, default_value = "models/tiny")]
+            out: PathBuf,
+        },
         /// Greedy generation with the frozen T5; prints the output and the time per token.
         Generate {
             /// Input text (several are decoded as one batch).
@@ -301,6 +310,7 @@ mod cli {
         let result = match Cli::parse().command {
             Command::Gpu { rows, cols } => return gpu(rows, cols),
             Command::Convert { onnx, out } => convert(&onnx, &out),
+            Command::TinyModel { model, out } => tiny_model(&model, &out),
             Command::Data { command } => data::run(command),
             Command::Tune {
                 task,
@@ -424,21 +434,45 @@ mod cli {
             &config,
         )
         .map_err(|e| e.to_string())?;
+        write_model(
+            out,
+            &config,
+            &bytes,
+            &read(&onnx.join("tokenizer.json"))?,
+            t,
+        )
+    }
+
+    fn tiny_model(model: &Path, out: &Path) -> CliResult {
+        let config = T5Config::tiny_full_vocab();
+        let bytes = metaprompt::model::tiny::random_checkpoint(&config, 7);
+        let tokenizer = read(&model.join("tokenizer.json"))?;
+        write_model(out, &config, &bytes, &tokenizer, Instant::now())
+    }
+
+    /// A model folder as every loader reads it: model.safetensors, config.json, tokenizer.json.
+    fn write_model(
+        out: &Path,
+        config: &T5Config,
+        bytes: &[u8],
+        tokenizer: &[u8],
+        t: Instant,
+    ) -> CliResult {
         // Verify what we wrote the way every loader will.
-        Checkpoint::parse(&bytes, &config).map_err(|e| e.to_string())?;
+        Checkpoint::parse(bytes, config).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
         let write = |name: &str, data: &[u8]| {
             std::fs::write(out.join(name), data)
                 .map_err(|e| format!("{}: {e}", out.join(name).display()))
         };
-        write("model.safetensors", &bytes)?;
+        write("model.safetensors", bytes)?;
         write(
             "config.json",
-            serde_json::to_string_pretty(&config)
+            serde_json::to_string_pretty(config)
                 .expect("config as JSON")
                 .as_bytes(),
         )?;
-        write("tokenizer.json", &read(&onnx.join("tokenizer.json"))?)?;
+        write("tokenizer.json", tokenizer)?;
         println!(
             "wrote {} ({:.1} MB, {} parameters) in {:.1} s",
             out.join("model.safetensors").display(),

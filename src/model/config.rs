@@ -61,6 +61,15 @@ impl T5Config {
         }
     }
 
+    /// [`Self::tiny`] with flan-t5-small's vocabulary, so that the real tokenizer's ids fit: the
+    /// page's end-to-end tests run the whole path on it in seconds.
+    pub fn tiny_full_vocab() -> Self {
+        Self {
+            vocab_size: Self::flan_t5_small().vocab_size,
+            ..Self::tiny()
+        }
+    }
+
     pub fn inner_dim(&self) -> usize {
         self.num_heads * self.d_kv
     }

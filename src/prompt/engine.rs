@@ -120,48 +120,66 @@ impl Engine<'_> {
     }
 
     /// Rank classification: for each input, the index of the label whose tokens have the highest
-    /// total log-probability. The inputs are encoded once for all labels.
+    /// total log-probability.
     pub async fn rank(
         &self,
         prompt: Option<&SoftPrompt>,
         inputs: &[Vec<u32>],
         labels: &[Vec<u32>],
     ) -> Result<Vec<usize>, TuneError> {
-        let mut best = vec![(f32::NEG_INFINITY, 0usize); inputs.len()];
-        let mut consider = |li: usize, scores: Vec<f32>| {
-            for (b, s) in best.iter_mut().zip(scores) {
-                if s > b.0 {
-                    *b = (s, li);
-                }
+        let scores = self.label_scores(prompt, inputs, labels).await?;
+        Ok(scores
+            .iter()
+            .map(|row| {
+                // The first of equal scores, as a strict `>` scan would pick.
+                row.iter()
+                    .enumerate()
+                    .fold((0, f32::NEG_INFINITY), |best, (i, &s)| {
+                        if s > best.1 { (i, s) } else { best }
+                    })
+                    .0
+            })
+            .collect())
+    }
+
+    /// `[input][label]`: total log-probability of each label's tokens given each input. The
+    /// inputs are encoded once for all labels.
+    pub async fn label_scores(
+        &self,
+        prompt: Option<&SoftPrompt>,
+        inputs: &[Vec<u32>],
+        labels: &[Vec<u32>],
+    ) -> Result<Vec<Vec<f32>>, TuneError> {
+        let mut out = vec![Vec::with_capacity(labels.len()); inputs.len()];
+        let mut keep = |scores: Vec<f32>| {
+            for (row, s) in out.iter_mut().zip(scores) {
+                row.push(s);
             }
         };
         match self {
             Engine::Burn(t5) => {
                 let b = Batch::new(inputs);
                 let (enc, mask) = encode_with_prompt(t5, prompt.map(|p| p.tensor(&t5.device)), &b);
-                for (li, tokens) in labels.iter().enumerate() {
+                for tokens in labels {
                     let targets = vec![tokens.clone(); inputs.len()];
-                    consider(
-                        li,
-                        to_vec(t5.score_tensor(enc.clone(), &mask, &targets)).await?,
-                    );
+                    keep(to_vec(t5.score_tensor(enc.clone(), &mask, &targets)).await?);
                 }
             }
             Engine::Ours(t5) => {
                 let enc = t5.encode(prompt.map_or(&[][..], |p| &p.values), inputs);
-                for (li, tokens) in labels.iter().enumerate() {
-                    consider(li, t5.score(&enc, &vec![tokens.clone(); inputs.len()]));
+                for tokens in labels {
+                    keep(t5.score(&enc, &vec![tokens.clone(); inputs.len()]));
                 }
             }
             Engine::Wgpu(t5) => {
                 let enc = t5.encode(prompt.map_or(&[][..], |p| &p.values), inputs)?;
-                for (li, tokens) in labels.iter().enumerate() {
+                for tokens in labels {
                     let targets = vec![tokens.clone(); inputs.len()];
-                    consider(li, t5.score(&enc, &targets).await?);
+                    keep(t5.score(&enc, &targets).await?);
                 }
             }
         }
-        Ok(best.into_iter().map(|(_, l)| l).collect())
+        Ok(out)
     }
 
     /// Greedy decoding of up to `max_new` tokens per input (without the closing EOS).

@@ -140,11 +140,88 @@ pub async fn support_loss(
     Ok(total / tokens.max(1) as f32)
 }
 
+/// The tuning loop one step at a time, so that a caller can interleave several runs (the page
+/// trains two contenders side by side) or stop between any two steps. [`tune`] drives it.
+#[derive(Debug, Clone)]
+pub struct Tuner {
+    pub prompt: SoftPrompt,
+    cfg: TuneConfig,
+    opt: Optimizer,
+    rng: SplitMix64,
+    order: Vec<usize>,
+    step: usize,
+    start_ms: f64,
+}
+
+impl Tuner {
+    pub fn new(prompt: SoftPrompt, cfg: &TuneConfig) -> Self {
+        Self {
+            opt: Optimizer::new(cfg.optimizer, prompt.len, prompt.dim),
+            prompt,
+            cfg: cfg.clone(),
+            rng: SplitMix64::new(cfg.seed),
+            order: Vec::new(),
+            step: 0,
+            start_ms: crate::clock::now_ms(),
+        }
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> usize {
+        self.step
+    }
+
+    /// One optimiser step on a minibatch of `support`; errors on an empty set or a non-finite
+    /// loss or gradient (the prompt is then left as it was).
+    pub async fn step(
+        &mut self,
+        engine: Engine<'_>,
+        support: &[Pair],
+    ) -> Result<StepReport, TuneError> {
+        if support.is_empty() {
+            return Err(TuneError::Empty);
+        }
+        let step = self.step + 1;
+        let bs = self.cfg.batch_size.clamp(1, support.len());
+        // Epochs of a fresh seeded permutation; a minibatch never straddles two epochs.
+        if self.order.len() < bs {
+            self.order = (0..support.len()).collect();
+            self.rng.shuffle(&mut self.order);
+        }
+        let pairs: Vec<&Pair> = self.order.drain(..bs).map(|i| &support[i]).collect();
+        let (l, mut g) = engine.loss_and_grad(&self.prompt, &pairs).await?;
+        if !l.is_finite() {
+            return Err(TuneError::NonFinite {
+                step,
+                what: "loss",
+                value: l,
+            });
+        }
+        let grad_norm = clip_grad_norm(&mut g, self.cfg.max_grad_norm);
+        if !grad_norm.is_finite() {
+            return Err(TuneError::NonFinite {
+                step,
+                what: "gradient norm",
+                value: grad_norm,
+            });
+        }
+        self.opt.step(&mut self.prompt.values, &g, self.cfg.lr);
+        self.step = step;
+        Ok(StepReport {
+            step,
+            loss: l,
+            grad_norm,
+            elapsed_ms: crate::clock::now_ms() - self.start_ms,
+            support_loss: None,
+        })
+    }
+}
+
 /// Tunes `prompt` on `support`. `on_step` is called after every step; returning
 /// `ControlFlow::Break(())` cancels (the prompt so far is returned).
 pub async fn tune<'a>(
     engine: impl Into<Engine<'a>>,
-    mut prompt: SoftPrompt,
+    prompt: SoftPrompt,
     support: &[Pair],
     cfg: &TuneConfig,
     on_step: &mut dyn FnMut(&StepReport) -> ControlFlow<()>,
@@ -153,53 +230,19 @@ pub async fn tune<'a>(
         return Err(TuneError::Empty);
     }
     let engine = engine.into();
-    let start = crate::clock::now_ms();
-    let mut opt = Optimizer::new(cfg.optimizer, prompt.len, prompt.dim);
-    let mut rng = SplitMix64::new(cfg.seed);
-    let mut order: Vec<usize> = Vec::new();
+    let mut tuner = Tuner::new(prompt, cfg);
     let mut history = Vec::with_capacity(cfg.steps);
-    let (mut best, mut best_prompt, mut since_best) = (f32::INFINITY, prompt.clone(), 0usize);
-    let bs = cfg.batch_size.clamp(1, support.len());
+    let (mut best, mut best_prompt, mut since_best) = (f32::INFINITY, tuner.prompt.clone(), 0usize);
     for step in 1..=cfg.steps {
-        // Epochs of a fresh seeded permutation; a minibatch never straddles two epochs.
-        if order.len() < bs {
-            order = (0..support.len()).collect();
-            rng.shuffle(&mut order);
-        }
-        let idx: Vec<usize> = order.drain(..bs).collect();
-        let pairs: Vec<&Pair> = idx.iter().map(|&i| &support[i]).collect();
-        let (l, mut g) = engine.loss_and_grad(&prompt, &pairs).await?;
-        if !l.is_finite() {
-            return Err(TuneError::NonFinite {
-                step,
-                what: "loss",
-                value: l,
-            });
-        }
-        let grad_norm = clip_grad_norm(&mut g, cfg.max_grad_norm);
-        if !grad_norm.is_finite() {
-            return Err(TuneError::NonFinite {
-                step,
-                what: "gradient norm",
-                value: grad_norm,
-            });
-        }
-        opt.step(&mut prompt.values, &g, cfg.lr);
-        let mut report = StepReport {
-            step,
-            loss: l,
-            grad_norm,
-            elapsed_ms: crate::clock::now_ms() - start,
-            support_loss: None,
-        };
+        let mut report = tuner.step(engine, support).await?;
         let mut stop_early = false;
         if let Some(es) = cfg.early_stop
             && step % es.every.max(1) == 0
         {
-            let sl = support_loss(engine, &prompt, support, cfg.batch_size).await?;
+            let sl = support_loss(engine, &tuner.prompt, support, cfg.batch_size).await?;
             report.support_loss = Some(sl);
             if sl < best {
-                (best, best_prompt, since_best) = (sl, prompt.clone(), 0);
+                (best, best_prompt, since_best) = (sl, tuner.prompt.clone(), 0);
             } else {
                 since_best += 1;
                 stop_early = since_best >= es.patience;
@@ -208,7 +251,7 @@ pub async fn tune<'a>(
         history.push(report);
         if on_step(&report).is_break() {
             return Ok(Tuned {
-                prompt,
+                prompt: tuner.prompt,
                 history,
                 stop: StopReason::Cancelled,
             });
@@ -225,7 +268,7 @@ pub async fn tune<'a>(
     let prompt = if cfg.early_stop.is_some() && best.is_finite() {
         best_prompt
     } else {
-        prompt
+        tuner.prompt
     };
     Ok(Tuned {
         prompt,

@@ -15,7 +15,7 @@ pub const MANIFEST_FORMAT: &str = "metaprompt-tasks-v1";
 
 /// One example: T5 reads `input` and should produce `target`. For classification `target` is
 /// the raw label (the task's verbalizer gives the words T5 generates for it).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Example {
     pub input: String,
     pub target: String,
