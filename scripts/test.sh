@@ -56,6 +56,8 @@ CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 
 step "trunk build (dev profile) and end-to-end tests"
 trunk build
+# The comparison test trains on a tiny random T5 (real tokenizer) served beside the page.
+"$CARGO_TARGET_DIR/debug/metaprompt" tiny-model --out dist/models/tiny
 (cd tests/e2e && node --test --test-reporter=spec)
 
 echo

@@ -167,3 +167,24 @@ pub async fn forget(cache_name: &str) -> Result<(), String> {
     wait(storage.delete(cache_name), "delete cache").await?;
     Ok(())
 }
+
+/// `url` from the network without caching (small files that may change between deployments);
+/// `None` when the server has no such file (404).
+pub async fn fetch_plain(url: &str) -> Result<Option<Vec<u8>>, String> {
+    let window = web_sys::window().ok_or("no window")?;
+    let resp: Response = wait(window.fetch_with_str(url), url)
+        .await?
+        .dyn_into()
+        .map_err(|_| format!("{url}: fetch did not return a Response"))?;
+    if resp.status() == 404 {
+        return Ok(None);
+    }
+    if !resp.ok() {
+        return Err(format!(
+            "{url}: the server answered HTTP {} {}",
+            resp.status(),
+            resp.status_text()
+        ));
+    }
+    read_body(&resp, url, &|_| {}).await.map(Some)
+}

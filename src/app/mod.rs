@@ -1,13 +1,24 @@
 //! The Leptos web app (wasm32 only).
 
+mod compare_panel;
 mod download;
+mod examples_panel;
 mod gpu_panel;
+mod history;
 mod model_panel;
+mod state;
+mod workspace;
 
 use leptos::prelude::*;
 
 #[component]
 pub fn App() -> impl IntoView {
+    let ctx = state::ModelCtx::new();
+    let ws = workspace::Workspace::new();
+    provide_context(ctx);
+    provide_context(ws);
+    leptos::task::spawn_local(ws.load_history());
+    let pasted = examples_panel::parsed(ws, ctx);
     view! {
         <header>
             <h1>"metaprompt"</h1>
@@ -29,6 +40,9 @@ pub fn App() -> impl IntoView {
             </section>
             <gpu_panel::GpuPanel/>
             <model_panel::ModelPanel/>
+            <examples_panel::ExamplesPanel pasted=pasted/>
+            <compare_panel::ComparePanel pasted=pasted/>
+            <history::HistoryPanel/>
         </main>
     }
 }

@@ -2,15 +2,13 @@
 //! offers a box to try greedy generation on it.
 
 use super::download::{self, Progress, Source};
+use super::state::{Loaded, ModelCtx, model_dir};
 use crate::gpu::Gpu;
-use crate::model::LoadedModel;
 use crate::model::checkpoint::FORMAT;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use std::rc::Rc;
 
-/// Served next to the page (Trunk copies the converted model into dist/).
-const MODEL_DIR: &str = "models/flan-t5-small/";
 /// Files in download order: the small ones first so a wrong deployment fails fast.
 const FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
 const DEFAULT_INPUT: &str = "translate English to German: The house is wonderful.";
@@ -50,13 +48,14 @@ fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
-async fn load(set_phase: WriteSignal<Phase>) -> Result<(LoadedModel, Source, bool, f64), String> {
+async fn load(set_phase: WriteSignal<Phase>) -> Result<(Loaded, Source, bool, f64), String> {
     let start = now_ms();
     let name = cache_name();
+    let dir = model_dir();
     let mut files = Vec::with_capacity(FILES.len());
     let (mut source, mut cached) = (Source::Cache, true);
     for file in FILES {
-        let url = format!("{MODEL_DIR}{file}");
+        let url = format!("{dir}{file}");
         let on_progress = move |progress: Progress| {
             set_phase.set(Phase::Downloading { file, progress });
         };
@@ -71,21 +70,20 @@ async fn load(set_phase: WriteSignal<Phase>) -> Result<(LoadedModel, Source, boo
     // Let the page paint "Preparing" before the long synchronous parse.
     gloo::timers::future::TimeoutFuture::new(0).await;
     let gpu = Gpu::shared().await.map_err(|e| e.to_string())?;
-    let model = LoadedModel::from_bytes(&files[2], &files[0], &files[1], &gpu.device)
-        .map_err(|e| e.to_string())?;
+    let model = Loaded::from_bytes(&gpu, &files[2], &files[0], &files[1])?;
     Ok((model, source, cached, (now_ms() - start) / 1e3))
 }
 
 #[component]
 pub fn ModelPanel() -> impl IntoView {
     let (phase, set_phase) = signal(Phase::Idle { cached: None });
-    let model = StoredValue::new_local(None::<Rc<LoadedModel>>);
+    let ctx = expect_context::<ModelCtx>();
 
     let start_load = move || {
         spawn_local(async move {
             match load(set_phase).await {
                 Ok((m, source, cached, secs)) => {
-                    model.set_value(Some(Rc::new(m)));
+                    ctx.set(Rc::new(m));
                     set_phase.set(Phase::Ready {
                         secs,
                         source,
@@ -98,7 +96,7 @@ pub fn ModelPanel() -> impl IntoView {
     };
     // A model already in the cache loads by itself; a first download waits for a click.
     spawn_local(async move {
-        let url = format!("{MODEL_DIR}{}", FILES[2]);
+        let url = format!("{}{}", model_dir(), FILES[2]);
         let cached = download::is_cached(&url, &cache_name()).await;
         set_phase.set(Phase::Idle {
             cached: Some(cached),
@@ -156,7 +154,7 @@ pub fn ModelPanel() -> impl IntoView {
                 }}
             </div>
             <Show when=move || matches!(phase.get(), Phase::Ready { .. })>
-                <GenerateBox model=model/>
+                <GenerateBox ctx=ctx/>
             </Show>
         </section>
     }
@@ -204,12 +202,12 @@ enum Run {
 }
 
 #[component]
-fn GenerateBox(model: StoredValue<Option<Rc<LoadedModel>>, LocalStorage>) -> impl IntoView {
+fn GenerateBox(ctx: ModelCtx) -> impl IntoView {
     let (input, set_input) = signal(DEFAULT_INPUT.to_string());
     let (max_new, set_max_new) = signal(24usize);
     let (run, set_run) = signal(Run::Idle);
     let generate = move |_| {
-        let Some(m) = model.get_value() else { return };
+        let Some(m) = ctx.get() else { return };
         let text = input.get_untracked();
         if text.trim().is_empty() {
             set_run.set(Run::Failed("Type an input first.".into()));
@@ -219,7 +217,7 @@ fn GenerateBox(model: StoredValue<Option<Rc<LoadedModel>>, LocalStorage>) -> imp
         set_run.set(Run::Running);
         spawn_local(async move {
             let t = now_ms();
-            let result = m.generate_texts(&[text.as_str()], max_new).await;
+            let result = m.model.generate_texts(&[text.as_str()], max_new).await;
             set_run.set(match result {
                 Ok(g) => Run::Done {
                     output: g.outputs.into_iter().next().unwrap_or_default(),

@@ -1,0 +1,537 @@
+//! Steps 2-4 of a comparison: choose the two contenders and the budget, train both on the same
+//! examples step for step (interleaved, yielding to the page between steps so it stays
+//! responsive), watch the loss curves and held-out accuracy, stop at any time, read the
+//! predictions side by side, try new inputs, download the prompts and the run.
+
+use super::download::fetch_plain;
+use super::state::{Loaded, ModelCtx, download};
+use super::workspace::{Kernels, Workspace};
+use crate::compare::{
+    ContenderLog, Duel, InitChoice, Prepared, RunRecord, Settings, Status, split_per_class,
+};
+use crate::prompt::engine::Engine;
+use crate::prompt::{SoftPrompt, initial_prompt, peft};
+use crate::text::examples::Pasted;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use leptos_chartistry::*;
+use std::rc::Rc;
+
+/// Meta-learned initialisations the page looks for under `assets/` (see `metaprompt
+/// meta-train`); those present are offered.
+const SHIPPED: [&str; 4] = ["mpt-fomaml", "mpt-maml", "mpt-reptile", "mpt-multitask"];
+/// Held-out examples scored per batch.
+const EVAL_BATCH: usize = 16;
+
+async fn shipped_prompt(name: &str) -> Result<Option<SoftPrompt>, String> {
+    let url = format!("assets/{name}/adapter_model.safetensors");
+    match fetch_plain(&url).await? {
+        Some(bytes) => peft::from_safetensors(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{url}: {e}")),
+        None => Ok(None),
+    }
+}
+
+/// The shipped initialisations that exist, in `SHIPPED` order.
+async fn find_shipped() -> Vec<(String, SoftPrompt)> {
+    let mut out = Vec::new();
+    for name in SHIPPED {
+        match shipped_prompt(name).await {
+            Ok(Some(p)) => out.push((name.to_string(), p)),
+            Ok(None) => {}
+            Err(e) => gloo::console::warn!(e),
+        }
+    }
+    out
+}
+
+fn engine<'a>(l: &'a Loaded, k: Kernels) -> Engine<'a> {
+    match k {
+        Kernels::Ours => Engine::Wgpu(&l.ours),
+        Kernels::Generic => Engine::Burn(&l.model.t5),
+    }
+}
+
+fn engine_name(l: &Loaded, k: Kernels) -> String {
+    match k {
+        Kernels::Ours => format!("our WGSL kernels on {}", l.adapter),
+        Kernels::Generic => format!("burn's generic ops on {}", l.adapter),
+    }
+}
+
+/// Starting prompts of both contenders; an error names the contender at fault.
+async fn starting_prompts(
+    l: &Loaded,
+    choices: &[InitChoice; 2],
+    shipped: &[(String, SoftPrompt)],
+    labels: &[String],
+    s: &Settings,
+) -> Result<[SoftPrompt; 2], String> {
+    let mut out = Vec::with_capacity(2);
+    for c in choices {
+        let given = match c {
+            InitChoice::Shipped(name) => shipped
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, p)| p.clone()),
+            _ => None,
+        };
+        if let Some(p) = &given
+            && p.len != s.prompt_len
+        {
+            return Err(format!(
+                "{} has {} prompt vectors: set the prompt length to {}",
+                c.label(),
+                p.len,
+                p.len
+            ));
+        }
+        let init = c.init(labels, given).map_err(|e| format!("{}: {e}", c.label()))?;
+        let p = initial_prompt(&l.model, &init, s.prompt_len, s.seed)
+            .await
+            .map_err(|e| format!("{}: {e}", c.label()))?;
+        out.push(p);
+    }
+    let [a, b]: [SoftPrompt; 2] = out.try_into().map_err(|_| "two contenders".to_string())?;
+    Ok([a, b])
+}
+
+/// Trains both contenders, publishing the record into `ws.run` after every step and keeping it
+/// in the history at every measurement.
+async fn train(ws: Workspace, l: Rc<Loaded>, pasted: Pasted, shipped: Vec<(String, SoftPrompt)>) {
+    let s = ws.settings.get_untracked();
+    let kernels = ws.kernels.get_untracked();
+    let keys = ws.contenders.get_untracked();
+    let choices = keys.clone().map(|k| InitChoice::from_key(&k));
+    let split = split_per_class(&pasted.examples, &pasted.labels, s.k_per_class, s.seed);
+    let mut rec = RunRecord {
+        id: js_sys::Date::now() as u64,
+        started: String::from(js_sys::Date::new_0().to_iso_string()),
+        settings: s.clone(),
+        labels: pasted.labels.clone(),
+        split,
+        contenders: choices.clone().map(ContenderLog::new),
+        status: Status::Running,
+        engine: engine_name(&l, kernels),
+    };
+    ws.open_id.set(Some(rec.id));
+    ws.run.set(Some(rec.clone()));
+    let result = run_duel(ws, &l, kernels, &choices, &shipped, &mut rec).await;
+    rec.status = match result {
+        Ok(true) => Status::Stopped,
+        Ok(false) => Status::Finished,
+        Err(e) => {
+            rec.contenders[0].error.get_or_insert(e);
+            Status::Failed
+        }
+    };
+    ws.run.set(Some(rec.clone()));
+    ws.keep(rec).await;
+    ws.running.set(false);
+}
+
+/// The interleaved loop; Ok(true) when stopped by the person.
+async fn run_duel(
+    ws: Workspace,
+    l: &Loaded,
+    kernels: Kernels,
+    choices: &[InitChoice; 2],
+    shipped: &[(String, SoftPrompt)],
+    rec: &mut RunRecord,
+) -> Result<bool, String> {
+    let s = rec.settings.clone();
+    let data = Prepared::new(&l.model, &rec.labels, &rec.split, s.max_input)
+        .map_err(|e| e.to_string())?;
+    let prompts = starting_prompts(l, choices, shipped, &rec.labels, &s).await?;
+    let mut duel = Duel::new(prompts, &s);
+    let e = engine(l, kernels);
+    let measure = async |duel: &Duel, rec: &mut RunRecord| -> Result<(), String> {
+        for (i, log) in rec.contenders.iter_mut().enumerate() {
+            duel.measure(e, &data, i, EVAL_BATCH, log)
+                .await
+                .map_err(|err| format!("{}: {err}", log.init.label()))?;
+        }
+        Ok(())
+    };
+    measure(&duel, rec).await?;
+    ws.run.set(Some(rec.clone()));
+    for step in 1..=s.steps {
+        for (i, log) in rec.contenders.iter_mut().enumerate() {
+            duel.step(e, &data, i, log)
+                .await
+                .map_err(|err| format!("{}: {err}", log.init.label()))?;
+        }
+        let stop = ws.stop.get_untracked();
+        if step % s.eval_every == 0 || step == s.steps || stop {
+            measure(&duel, rec).await?;
+            ws.keep(rec.clone()).await;
+        }
+        ws.run.set(Some(rec.clone()));
+        if stop {
+            return Ok(true);
+        }
+        // Let the page paint and answer clicks between steps.
+        gloo::timers::future::TimeoutFuture::new(0).await;
+    }
+    Ok(false)
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Row {
+    step: f64,
+    a: f64,
+    b: f64,
+}
+
+/// Rows of (step, contender A, contender B); both contenders log the same steps.
+fn rows(run: &Option<RunRecord>, pick: impl Fn(&ContenderLog) -> Vec<(f64, f64)>) -> Vec<Row> {
+    let Some(r) = run else { return Vec::new() };
+    let (a, b) = (pick(&r.contenders[0]), pick(&r.contenders[1]));
+    a.iter()
+        .zip(b.iter().map(Some).chain(std::iter::repeat(None)))
+        .map(|(&(step, a), b)| Row {
+            step,
+            a,
+            b: b.map_or(f64::NAN, |x| x.1),
+        })
+        .collect()
+}
+
+fn chart(title: &'static str, names: [String; 2], data: Memo<Vec<Row>>) -> impl IntoView {
+    let [na, nb] = names;
+    let series = Series::new(|r: &Row| r.step)
+        .line(Line::new(|r: &Row| r.a).with_name(na))
+        .line(Line::new(|r: &Row| r.b).with_name(nb));
+    view! {
+        <Chart
+            aspect_ratio=AspectRatio::from_outer_height(260.0, 2.4)
+            top=RotatedLabel::middle(title)
+            left=TickLabels::aligned_floats()
+            bottom=TickLabels::aligned_floats()
+            right=Legend::end()
+            inner=[
+                AxisMarker::left_edge().into_inner(),
+                AxisMarker::bottom_edge().into_inner(),
+                YGridLine::default().into_inner(),
+                XGuideLine::over_data().into_inner(),
+            ]
+            tooltip=Tooltip::left_cursor()
+            series=series
+            data=data
+        />
+    }
+}
+
+fn pct(a: Option<f64>) -> String {
+    a.map_or("–".into(), |a| format!("{:.1}%", a * 100.0))
+}
+
+#[component]
+pub fn ComparePanel(pasted: Memo<Pasted>) -> impl IntoView {
+    let ws = expect_context::<Workspace>();
+    let ctx = expect_context::<ModelCtx>();
+    let shipped = LocalResource::new(find_shipped);
+    let error = RwSignal::new(None::<String>);
+
+    let options = move || {
+        let mut v: Vec<(String, String)> = shipped
+            .get()
+            .unwrap_or_default()
+            .iter()
+            .map(|(n, _)| {
+                let c = InitChoice::Shipped(n.clone());
+                (c.key(), format!("{} (meta-learned)", c.label()))
+            })
+            .collect();
+        for c in [InitChoice::Random, InitChoice::Vocab, InitChoice::Labels] {
+            v.push((c.key(), c.label()));
+        }
+        v
+    };
+    let start = move |_| {
+        error.set(None);
+        let Some(l) = ctx.get() else {
+            error.set(Some("Load the model first (section above).".into()));
+            return;
+        };
+        let p = pasted.get_untracked();
+        if let Some(problem) = p.problems.first() {
+            error.set(Some(format!("The examples: {problem}.")));
+            return;
+        }
+        if let Err(e) = ws.settings.get_untracked().check() {
+            error.set(Some(format!("Settings: {e}.")));
+            return;
+        }
+        let found = shipped.get_untracked().unwrap_or_default();
+        ws.stop.set(false);
+        ws.running.set(true);
+        spawn_local(train(ws, l, p, found));
+    };
+
+    let setting = move |id: &'static str,
+                        label: &'static str,
+                        get: fn(&Settings) -> String,
+                        set: fn(&mut Settings, &str) -> bool| {
+        let bad = RwSignal::new(false);
+        view! {
+            <label for=id>{label}</label>
+            <input id=id type="text" inputmode="decimal" size="6" class:bad=move || bad.get()
+                aria-invalid=move || bad.get().to_string()
+                prop:value=move || ws.settings.with(get)
+                on:change=move |ev| {
+                    let v = event_target_value(&ev);
+                    let mut ok = false;
+                    ws.settings.update(|s| ok = set(s, v.trim()));
+                    bad.set(!ok);
+                }/>
+        }
+    };
+    fn num<T: std::str::FromStr>(v: &str, slot: &mut T) -> bool {
+        v.parse().map(|x| *slot = x).is_ok()
+    }
+
+    let run = Memo::new(move |_| ws.run.get());
+    let names = move || {
+        run.get().map_or_else(
+            || ws.contenders.get().map(|k| InitChoice::from_key(&k).label()),
+            |r| r.contenders.clone().map(|c| c.init.label()),
+        )
+    };
+    let losses = Memo::new(move |_| {
+        rows(&run.get(), |c| {
+            c.losses.iter().map(|&(s, l)| (s as f64, l as f64)).collect()
+        })
+    });
+    let accuracy = Memo::new(move |_| {
+        rows(&run.get(), |c| {
+            c.accuracy.iter().map(|&(s, a)| (s as f64, a * 100.0)).collect()
+        })
+    });
+
+    view! {
+        <section aria-labelledby="compare-h">
+            <h2 id="compare-h">"2. Train both side by side"</h2>
+            <div class="row">
+                {[0usize, 1].map(|i| view! {
+                    <label for=format!("contender-{i}")>{if i == 0 { "Contender A" } else { "Contender B" }}</label>
+                    <select id=format!("contender-{i}")
+                        on:change=move |ev| {
+                            let v = event_target_value(&ev);
+                            ws.contenders.update(|c| c[i] = v);
+                        }>
+                        {move || options().into_iter().map(|(key, label)| {
+                            let selected = ws.contenders.with(|c| c[i] == key);
+                            view! { <option value=key.clone() selected=selected>{label}</option> }
+                        }).collect_view()}
+                    </select>
+                })}
+            </div>
+            <div class="row">
+                {setting("set-k", "Training examples per label", |s| s.k_per_class.to_string(), |s, v| num(v, &mut s.k_per_class))}
+                {setting("set-len", "Prompt length", |s| s.prompt_len.to_string(), |s, v| num(v, &mut s.prompt_len))}
+                {setting("set-steps", "Steps", |s| s.steps.to_string(), |s, v| num(v, &mut s.steps))}
+                {setting("set-lr", "Learning rate", |s| s.lr.to_string(), |s, v| num(v, &mut s.lr))}
+            </div>
+            <div class="row">
+                {setting("set-eval", "Accuracy every", |s| s.eval_every.to_string(), |s, v| num(v, &mut s.eval_every))}
+                {setting("set-seed", "Seed", |s| s.seed.to_string(), |s, v| num(v, &mut s.seed))}
+                <label for="set-kernels">"Kernels"</label>
+                <select id="set-kernels" on:change=move |ev| ws.kernels.set(
+                    if event_target_value(&ev) == "generic" { Kernels::Generic } else { Kernels::Ours })>
+                    <option value="ours" selected=move || ws.kernels.get() == Kernels::Ours>"ours (WGSL, int8)"</option>
+                    <option value="generic" selected=move || ws.kernels.get() == Kernels::Generic>"burn generic"</option>
+                </select>
+            </div>
+            <div class="row">
+                <button id="train" on:click=start
+                    disabled=move || ws.running.get() || !ctx.ready.get()>"Train both"</button>
+                <button id="stop" class="secondary" on:click=move |_| ws.stop.set(true)
+                    disabled=move || !ws.running.get() || ws.stop.get()>"Stop"</button>
+                <Show when=move || !ctx.ready.get()>
+                    <span class="note">"Load the model first."</span>
+                </Show>
+            </div>
+            {move || error.get().map(|e| view! { <p id="compare-error" class="error" role="alert">{e}</p> })}
+            <div id="run" aria-live="polite" data-status=move || run.get().map_or("none".into(), |r| format!("{:?}", r.status).to_lowercase())>
+                {move || run.get().map(|r| progress(&r))}
+            </div>
+            <Show when=move || run.get().is_some_and(|r| !r.contenders[0].losses.is_empty())>
+                <div class="charts" id="charts">
+                    {move || chart("Training loss (minibatch)", names(), losses)}
+                    {move || chart("Held-out accuracy (%)", names(), accuracy)}
+                </div>
+            </Show>
+            {move || run.get().map(|r| view! { <Outcome run=r/> })}
+        </section>
+    }
+}
+
+/// Progress bar, ETA, and each contender's speed and accuracy.
+fn progress(r: &RunRecord) -> impl IntoView + use<> {
+    let done = r.contenders[0].losses.len();
+    let total = r.settings.steps;
+    let ms: f64 = r.contenders.iter().filter_map(ContenderLog::ms_per_step).sum();
+    let eta = (total - done.min(total)) as f64 * ms / 1e3;
+    let status = match r.status {
+        Status::Running => format!("Step {done} of {total}, about {eta:.0} s left"),
+        Status::Finished => format!("Finished {done} steps"),
+        Status::Stopped => format!("Stopped after {done} of {total} steps"),
+        Status::Failed => "Failed".into(),
+    };
+    view! {
+        <label for="run-progress">{status}</label>
+        <progress id="run-progress" max=total as f64 value=done as f64></progress>
+        <p class="note">{format!("{} · started {}", r.engine, r.started)}</p>
+        <table class="grid" id="scoreboard">
+            <thead><tr><th>"contender"</th><th>"held-out accuracy"</th><th>"ms per step"</th><th>"steps per second"</th><th>"last loss"</th></tr></thead>
+            <tbody>
+                {r.contenders.iter().map(|c| {
+                    let ms = c.ms_per_step();
+                    view! {
+                        <tr>
+                            <td>{c.init.label()}</td>
+                            <td class="acc">{pct(c.last_accuracy())}</td>
+                            <td>{ms.map_or("–".into(), |m| format!("{m:.0}"))}</td>
+                            <td>{ms.map_or("–".into(), |m| format!("{:.2}", 1e3 / m))}</td>
+                            <td>{c.losses.last().map_or("–".into(), |l| format!("{:.3}", l.1))}</td>
+                        </tr>
+                    }
+                }).collect_view()}
+            </tbody>
+        </table>
+        {r.contenders.iter().filter_map(|c| c.error.clone()).map(|e| view! { <p class="error" role="alert">{e}</p> }).collect_view()}
+    }
+}
+
+/// Predictions side by side, the try box and the downloads.
+#[component]
+fn Outcome(run: RunRecord) -> impl IntoView {
+    let [a, b] = &run.contenders;
+    let rows: Vec<_> = run
+        .split
+        .heldout
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let pa = a.predictions.get(i).cloned().unwrap_or_default();
+            let pb = b.predictions.get(i).cloned().unwrap_or_default();
+            (e.input.clone(), e.target.clone(), pa, pb)
+        })
+        .collect();
+    let disagree = rows.iter().filter(|r| r.2 != r.3).count();
+    let (na, nb) = (a.init.label(), b.init.label());
+    let file = |c: &ContenderLog| format!("{}-{}.safetensors", run.id, c.init.key());
+    let prompts = [a, b].map(|c| (c.prompt.clone(), file(c), c.init.label()));
+    let json = serde_json::to_vec_pretty(&run).unwrap_or_default();
+    let id = run.id;
+    let err = RwSignal::new(None::<String>);
+    view! {
+        <h3>"Predictions on the held-out examples"</h3>
+        <p class="note">{format!("{disagree} of {} disagree (highlighted).", rows.len())}</p>
+        <div class="scroll">
+            <table class="grid" id="predictions">
+                <thead><tr><th>"input"</th><th>"gold"</th><th>{na.clone()}</th><th>{nb.clone()}</th></tr></thead>
+                <tbody>
+                    {rows.into_iter().map(|(input, gold, pa, pb)| {
+                        let differ = pa != pb;
+                        let (ra, rb) = (pa == gold, pb == gold);
+                        view! {
+                            <tr class:disagree=differ>
+                                <td>{input}</td><td>{gold}</td>
+                                <td class:right=ra class:wrong=!ra>{pa}</td>
+                                <td class:right=rb class:wrong=!rb>{pb}</td>
+                            </tr>
+                        }
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </div>
+        <TryBox run=run.clone()/>
+        <h3>"Downloads"</h3>
+        <div class="row">
+            {prompts.into_iter().enumerate().map(|(i, (p, name, label))| view! {
+                <button id=format!("download-prompt-{i}") class="secondary" disabled=p.is_none()
+                    on:click=move |_| if let Some(p) = &p {
+                        if let Err(e) = download(&name, "application/octet-stream", &peft::to_safetensors(p)) {
+                            err.set(Some(e));
+                        }
+                    }>{format!("{label} prompt (PEFT safetensors)")}</button>
+            }).collect_view()}
+            <button id="download-run" class="secondary" on:click=move |_| {
+                if let Err(e) = download(&format!("metaprompt-run-{id}.json"), "application/json", &json) {
+                    err.set(Some(e));
+                }
+            }>"The run (JSON)"</button>
+        </div>
+        {move || err.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+    }
+}
+
+/// Type an input, see both tuned prompts' label scores.
+#[component]
+fn TryBox(run: RunRecord) -> impl IntoView {
+    let ctx = expect_context::<ModelCtx>();
+    let ws = expect_context::<Workspace>();
+    let (text, set_text) = signal(String::new());
+    let result = RwSignal::new(None::<Result<Vec<(String, Vec<(String, f32)>)>, String>>);
+    let run = StoredValue::new(run);
+    let go = move |_| {
+        let Some(l) = ctx.get() else {
+            result.set(Some(Err("Load the model first.".into())));
+            return;
+        };
+        let t = text.get_untracked();
+        if t.trim().is_empty() {
+            result.set(Some(Err("Type an input first.".into())));
+            return;
+        }
+        let r = run.get_value();
+        let kernels = ws.kernels.get_untracked();
+        spawn_local(async move {
+            let out = async {
+                let data = Prepared::new(&l.model, &r.labels, &r.split, r.settings.max_input)
+                    .map_err(|e| e.to_string())?;
+                let mut out = Vec::new();
+                for c in &r.contenders {
+                    let scores = data
+                        .label_scores(&l.model, engine(&l, kernels), c.prompt.as_ref(), &t)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    out.push((c.init.label(), scores));
+                }
+                Ok(out)
+            };
+            result.set(Some(out.await));
+        });
+    };
+    view! {
+        <h3>"Try an input"</h3>
+        <div class="row">
+            <label for="try-input">"Input"</label>
+            <input id="try-input" type="text" size="50" prop:value=text
+                on:input=move |ev| set_text.set(event_target_value(&ev))/>
+            <button id="try-run" on:click=go>"Score the labels"</button>
+        </div>
+        <div id="try-result" aria-live="polite">
+            {move || match result.get() {
+                None => ().into_any(),
+                Some(Err(e)) => view! { <p class="error" role="alert">{e}</p> }.into_any(),
+                Some(Ok(sides)) => view! {
+                    <div class="row">
+                        {sides.into_iter().map(|(name, scores)| view! {
+                            <table class="grid">
+                                <caption>{format!("{name}: {}", scores.first().map_or("", |s| s.0.as_str()))}</caption>
+                                <thead><tr><th>"label"</th><th>"log-probability"</th></tr></thead>
+                                <tbody>
+                                    {scores.into_iter().map(|(l, s)| view! { <tr><td>{l}</td><td>{format!("{s:.3}")}</td></tr> }).collect_view()}
+                                </tbody>
+                            </table>
+                        }).collect_view()}
+                    </div>
+                }.into_any(),
+            }}
+        </div>
+    }
+}

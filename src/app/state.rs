@@ -1,0 +1,132 @@
+//! What the page's panels share: the loaded model (with our GPU engine beside it), and small
+//! helpers to keep a person's work in the browser (localStorage) across reloads.
+
+use crate::gpu::Gpu;
+use crate::kernels::t5::GpuT5;
+use crate::model::LoadedModel;
+use crate::model::checkpoint::Checkpoint;
+use leptos::prelude::*;
+use serde::{Serialize, de::DeserializeOwned};
+use std::rc::Rc;
+
+/// The frozen T5 twice over: burn's model on the GPU (generation, initialisations, the generic
+/// engine, on an autodiff device) and our int8 WGSL engine (the default for tuning).
+pub struct Loaded {
+    pub model: LoadedModel,
+    pub ours: GpuT5,
+    /// The adapter it runs on, for run records.
+    pub adapter: String,
+}
+
+impl Loaded {
+    pub fn from_bytes(
+        gpu: &Gpu,
+        safetensors: &[u8],
+        config_json: &[u8],
+        tokenizer_json: &[u8],
+    ) -> Result<Self, String> {
+        let model = LoadedModel::from_bytes(
+            safetensors,
+            config_json,
+            tokenizer_json,
+            &gpu.device.clone().autodiff(),
+        )
+        .map_err(|e| e.to_string())?;
+        let ckpt = Checkpoint::parse(safetensors, &model.t5.config).map_err(|e| e.to_string())?;
+        let ours = GpuT5::from_checkpoint(gpu, &ckpt, &model.t5.config).map_err(|e| e.to_string())?;
+        Ok(Self {
+            model,
+            ours,
+            adapter: gpu.report().name,
+        })
+    }
+}
+
+/// The model once loaded; `ready` changes when it does, so views can react.
+#[derive(Clone, Copy)]
+pub struct ModelCtx {
+    pub loaded: StoredValue<Option<Rc<Loaded>>, LocalStorage>,
+    pub ready: RwSignal<bool>,
+}
+
+impl ModelCtx {
+    pub fn new() -> Self {
+        Self {
+            loaded: StoredValue::new_local(None),
+            ready: RwSignal::new(false),
+        }
+    }
+
+    pub fn get(&self) -> Option<Rc<Loaded>> {
+        self.loaded.get_value()
+    }
+
+    pub fn set(&self, l: Rc<Loaded>) {
+        self.loaded.set_value(Some(l));
+        self.ready.set(true);
+    }
+}
+
+/// The folder the model is read from: `?model=DIR` in the page's address (the end-to-end tests
+/// point it at a tiny model), else the converted flan-t5-small served next to the page.
+pub fn model_dir() -> String {
+    let query = web_sys::window()
+        .and_then(|w| w.location().search().ok())
+        .unwrap_or_default();
+    query
+        .trim_start_matches('?')
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("model="))
+        .filter(|d| !d.is_empty() && !d.contains("..") && !d.contains(':'))
+        .map(|d| format!("{}/", d.trim_end_matches('/')))
+        .unwrap_or_else(|| "models/flan-t5-small/".into())
+}
+
+/// A value kept in localStorage under `metaprompt.KEY` (JSON), or `default` when absent or
+/// unreadable (an old format is replaced rather than breaking the page).
+pub fn load_local<T: DeserializeOwned>(key: &str, default: T) -> T {
+    use gloo::storage::{LocalStorage, Storage};
+    LocalStorage::get(format!("metaprompt.{key}")).unwrap_or(default)
+}
+
+/// Saves to localStorage; a full or disabled storage is reported on the console, not fatal.
+pub fn save_local<T: Serialize>(key: &str, value: &T) {
+    use gloo::storage::{LocalStorage, Storage};
+    if let Err(e) = LocalStorage::set(format!("metaprompt.{key}"), value) {
+        gloo::console::warn!(format!("could not keep {key} in localStorage: {e}"));
+    }
+}
+
+/// A signal initialised from localStorage and written back on every change.
+pub fn persisted<T>(key: &'static str, default: T) -> RwSignal<T>
+where
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    let s = RwSignal::new(load_local(key, default));
+    Effect::new(move |_| s.with(|v| save_local(key, v)));
+    s
+}
+
+/// Offers `bytes` as a file download named `name`.
+pub fn download(name: &str, mime: &str, bytes: &[u8]) -> Result<(), String> {
+    use wasm_bindgen::JsCast;
+    let err = |e: wasm_bindgen::JsValue| format!("download {name}: {e:?}");
+    let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes));
+    let opts = web_sys::BlobPropertyBag::new();
+    opts.set_type(mime);
+    let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &opts).map_err(err)?;
+    let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(err)?;
+    let doc = web_sys::window()
+        .and_then(|w| w.document())
+        .ok_or("no document")?;
+    let a: web_sys::HtmlAnchorElement = doc
+        .create_element("a")
+        .map_err(err)?
+        .dyn_into()
+        .map_err(|_| "not an anchor".to_string())?;
+    a.set_href(&url);
+    a.set_download(name);
+    a.click();
+    web_sys::Url::revoke_object_url(&url).map_err(err)?;
+    Ok(())
+}

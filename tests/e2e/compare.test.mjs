@@ -1,0 +1,144 @@
+// The comparison path on the tiny random T5 (`metaprompt tiny-model`, served at models/tiny/ with
+// flan-t5-small's tokenizer): paste examples including bad lines and see the errors, train two
+// contenders for a few steps on WebGPU, see both curves and accuracies, stop, reload and find the
+// run in the history with the pasted text still there, reopen it, download the prompt file.
+// Screenshots of each stage land in tests/e2e/out/.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { serveDist, launchBrowser, watchConsole, screenshotPath, dist } from './harness.mjs';
+
+let server;
+before(async () => {
+  if (!fs.existsSync(path.join(dist, 'models/tiny/model.safetensors'))) {
+    throw new Error('no tiny model in dist: run `metaprompt tiny-model --out dist/models/tiny` (scripts/test.sh does)');
+  }
+  server = await serveDist();
+});
+after(async () => {
+  await server?.close();
+});
+
+const GOOD = [
+  ['the film was a delight', 'positive'],
+  ['a dull, lifeless mess', 'negative'],
+  ['wonderful acting and a clever script', 'positive'],
+  ['i want those two hours back', 'negative'],
+  ['an instant classic', 'positive'],
+  ['boring from start to finish', 'negative'],
+  ['sharp, funny and moving', 'positive'],
+  ['a tedious slog', 'negative'],
+  ['great fun for the whole family', 'positive'],
+  ['clumsy and predictable', 'negative'],
+];
+// Line 3 has no tab, line 6 repeats line 1, line 9 has an empty label.
+const PASTE = [
+  ...GOOD.slice(0, 2).map((r) => r.join('\t')),
+  'this line has no separator',
+  ...GOOD.slice(2, 4).map((r) => r.join('\t')),
+  GOOD[0].join('\t'),
+  ...GOOD.slice(4, 6).map((r) => r.join('\t')),
+  'an empty label\t',
+  ...GOOD.slice(6).map((r) => r.join('\t')),
+].join('\n');
+
+async function setField(page, id, value) {
+  await page.fill(id, String(value));
+  await page.dispatchEvent(id, 'change');
+}
+
+test('paste, train two contenders, stop, reload, reopen, download', async () => {
+  const browser = await launchBrowser();
+  const context = await browser.newContext({ acceptDownloads: true });
+  const page = await context.newPage();
+  const log = watchConsole(page);
+  try {
+    await page.goto(`${server.url}?model=models/tiny`);
+    const load = await page.waitForSelector('#model-load', { timeout: 60_000 });
+    await load.click();
+    await page.waitForSelector('#model-status[data-phase="ready"], #model-status[data-phase="failed"]', { timeout: 120_000 });
+    assert.equal(await page.getAttribute('#model-status', 'data-phase'), 'ready', log.join('\n'));
+
+    // 1. Paste, with three bad lines.
+    await page.fill('#paste', PASTE);
+    await page.waitForSelector('#paste-rejected');
+    const rejected = await page.textContent('#paste-rejected');
+    console.log(`rejected: ${rejected.replace(/\s+/g, ' ')}`);
+    assert.match(rejected, /3 rejected lines/);
+    assert.match(rejected, /line 3: no separator/);
+    assert.match(rejected, /line 6: duplicate of line 1/);
+    assert.match(rejected, /line 9: the label is empty/);
+    assert.match(await page.textContent('#paste-summary'), /10 valid examples/);
+    await page.screenshot({ path: screenshotPath('compare-1-paste'), fullPage: true });
+
+    // 2. Two PT contenders (the shipped MPT prompts are 512 wide, the tiny model 16), a long
+    // budget so that Stop ends it.
+    await page.selectOption('#contender-0', 'vocab');
+    await page.selectOption('#contender-1', 'random');
+    await setField(page, '#set-k', 3);
+    await setField(page, '#set-len', 4);
+    await setField(page, '#set-steps', 400);
+    await setField(page, '#set-lr', 1);
+    await setField(page, '#set-eval', 2);
+    await page.click('#train');
+    // Both curves and both accuracies appear while it trains.
+    await page.waitForFunction(() => {
+      const rows = document.querySelectorAll('#scoreboard tbody tr');
+      return rows.length === 2 && [...rows].every((r) => /%/.test(r.querySelector('.acc')?.textContent ?? ''))
+        && document.querySelectorAll('#charts svg').length >= 2
+        && /Step ([4-9]|\d\d)/.test(document.querySelector('#run label')?.textContent ?? '');
+    }, null, { timeout: 120_000 });
+    const board = (await page.textContent('#scoreboard')).replace(/\s+/g, ' ');
+    console.log(`while training: ${board}`);
+    await page.screenshot({ path: screenshotPath('compare-2-training'), fullPage: true });
+    const lines = await page.$$eval('#charts svg path, #charts svg polyline', (els) => els.length);
+    assert.ok(lines >= 2, `chart lines: ${lines}`);
+
+    // 3. Stop: the run ends cleanly as stopped, short of its budget.
+    await page.click('#stop');
+    await page.waitForSelector('#run[data-status="stopped"], #run[data-status="failed"]', { timeout: 60_000 });
+    assert.equal(await page.getAttribute('#run', 'data-status'), 'stopped', log.join('\n'));
+    const stopped = await page.textContent('#run label');
+    console.log(stopped);
+    const steps = Number(/after (\d+) of 400/.exec(stopped)?.[1]);
+    assert.ok(steps >= 4 && steps < 400, stopped);
+    assert.equal(await page.$$eval('#predictions tbody tr', (r) => r.length), 4);
+    await page.screenshot({ path: screenshotPath('compare-3-stopped'), fullPage: true });
+
+    // Typed input: both sides score both labels.
+    await page.fill('#try-input', 'a joy to watch');
+    await page.click('#try-run');
+    await page.waitForSelector('#try-result table');
+    assert.equal(await page.$$eval('#try-result table', (t) => t.length), 2);
+
+    // 4. Reload: the paste, the history entry and the open run are all still there.
+    await page.reload();
+    await page.waitForSelector('#history li', { timeout: 60_000 });
+    assert.equal(await page.inputValue('#paste'), PASTE);
+    const entry = await page.textContent('#history li');
+    console.log(`history: ${entry.replace(/\s+/g, ' ')}`);
+    assert.match(entry, /PT vocab/);
+    assert.match(entry, /Stopped/);
+    await page.waitForSelector('#run[data-status="stopped"]');
+    await page.click('#history li .open-run');
+    await page.waitForSelector('#charts svg');
+    await page.screenshot({ path: screenshotPath('compare-4-reopened'), fullPage: true });
+
+    // 5. Download the first prompt: a safetensors file holding prompt_embeddings [4, 16].
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download-prompt-0')]);
+    const file = await download.path();
+    const bytes = fs.readFileSync(file);
+    const headerLen = Number(bytes.readBigUInt64LE(0));
+    const header = JSON.parse(bytes.subarray(8, 8 + headerLen).toString());
+    assert.deepEqual(header.prompt_embeddings.shape, [4, 16]);
+    assert.equal(bytes.length, 8 + headerLen + 4 * 16 * 4);
+    console.log(`downloaded ${download.suggestedFilename()} (${bytes.length} bytes)`);
+  } catch (e) {
+    console.log(log.join('\n'));
+    await page.screenshot({ path: screenshotPath('compare-failure'), fullPage: true }).catch(() => {});
+    throw e;
+  } finally {
+    await browser.close();
+  }
+});
