@@ -70,18 +70,14 @@ fn two_contenders_train_side_by_side_on_pasted_examples() {
     }
     let mut duel = Duel::new([prompts[0].clone(), prompts[1].clone()], &settings);
     pollster::block_on(async {
-        for i in 0..2 {
-            duel.measure(engine, &data, i, 8, &mut logs[i])
-                .await
-                .unwrap();
+        for (i, log) in logs.iter_mut().enumerate() {
+            duel.measure(engine, &data, i, 8, log).await.unwrap();
         }
         for step in 1..=settings.steps {
-            for i in 0..2 {
-                duel.step(engine, &data, i, &mut logs[i]).await.unwrap();
+            for (i, log) in logs.iter_mut().enumerate() {
+                duel.step(engine, &data, i, log).await.unwrap();
                 if step % settings.eval_every == 0 {
-                    duel.measure(engine, &data, i, 8, &mut logs[i])
-                        .await
-                        .unwrap();
+                    duel.measure(engine, &data, i, 8, log).await.unwrap();
                 }
             }
         }

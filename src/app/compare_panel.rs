@@ -87,7 +87,9 @@ async fn starting_prompts(
                 p.len
             ));
         }
-        let init = c.init(labels, given).map_err(|e| format!("{}: {e}", c.label()))?;
+        let init = c
+            .init(labels, given)
+            .map_err(|e| format!("{}: {e}", c.label()))?;
         let p = initial_prompt(&l.model, &init, s.prompt_len, s.seed)
             .await
             .map_err(|e| format!("{}: {e}", c.label()))?;
@@ -141,8 +143,8 @@ async fn run_duel(
     rec: &mut RunRecord,
 ) -> Result<bool, String> {
     let s = rec.settings.clone();
-    let data = Prepared::new(&l.model, &rec.labels, &rec.split, s.max_input)
-        .map_err(|e| e.to_string())?;
+    let data =
+        Prepared::new(&l.model, &rec.labels, &rec.split, s.max_input).map_err(|e| e.to_string())?;
     let prompts = starting_prompts(l, choices, shipped, &rec.labels, &s).await?;
     let mut duel = Duel::new(prompts, &s);
     let e = engine(l, kernels);
@@ -205,7 +207,7 @@ fn chart(title: &'static str, names: [String; 2], data: Memo<Vec<Row>>) -> impl 
         .line(Line::new(|r: &Row| r.b).with_name(nb));
     view! {
         <Chart
-            aspect_ratio=AspectRatio::from_outer_height(260.0, 2.4)
+            aspect_ratio=AspectRatio::from_env_width(260.0)
             top=RotatedLabel::middle(title)
             left=TickLabels::aligned_floats()
             bottom=TickLabels::aligned_floats()
@@ -295,18 +297,28 @@ pub fn ComparePanel(pasted: Memo<Pasted>) -> impl IntoView {
     let run = Memo::new(move |_| ws.run.get());
     let names = move || {
         run.get().map_or_else(
-            || ws.contenders.get().map(|k| InitChoice::from_key(&k).label()),
+            || {
+                ws.contenders
+                    .get()
+                    .map(|k| InitChoice::from_key(&k).label())
+            },
             |r| r.contenders.clone().map(|c| c.init.label()),
         )
     };
     let losses = Memo::new(move |_| {
         rows(&run.get(), |c| {
-            c.losses.iter().map(|&(s, l)| (s as f64, l as f64)).collect()
+            c.losses
+                .iter()
+                .map(|&(s, l)| (s as f64, l as f64))
+                .collect()
         })
     });
     let accuracy = Memo::new(move |_| {
         rows(&run.get(), |c| {
-            c.accuracy.iter().map(|&(s, a)| (s as f64, a * 100.0)).collect()
+            c.accuracy
+                .iter()
+                .map(|&(s, a)| (s as f64, a * 100.0))
+                .collect()
         })
     });
 
@@ -372,7 +384,11 @@ pub fn ComparePanel(pasted: Memo<Pasted>) -> impl IntoView {
 fn progress(r: &RunRecord) -> impl IntoView + use<> {
     let done = r.contenders[0].losses.len();
     let total = r.settings.steps;
-    let ms: f64 = r.contenders.iter().filter_map(ContenderLog::ms_per_step).sum();
+    let ms: f64 = r
+        .contenders
+        .iter()
+        .filter_map(ContenderLog::ms_per_step)
+        .sum();
     let eta = (total - done.min(total)) as f64 * ms / 1e3;
     let status = match r.status {
         Status::Running => format!("Step {done} of {total}, about {eta:.0} s left"),
@@ -453,10 +469,9 @@ fn Outcome(run: RunRecord) -> impl IntoView {
         <div class="row">
             {prompts.into_iter().enumerate().map(|(i, (p, name, label))| view! {
                 <button id=format!("download-prompt-{i}") class="secondary" disabled=p.is_none()
-                    on:click=move |_| if let Some(p) = &p {
-                        if let Err(e) = download(&name, "application/octet-stream", &peft::to_safetensors(p)) {
-                            err.set(Some(e));
-                        }
+                    on:click=move |_| if let Some(p) = &p
+                        && let Err(e) = download(&name, "application/octet-stream", &peft::to_safetensors(p)) {
+                        err.set(Some(e));
                     }>{format!("{label} prompt (PEFT safetensors)")}</button>
             }).collect_view()}
             <button id="download-run" class="secondary" on:click=move |_| {

@@ -30,7 +30,10 @@ pub async fn save(run: &RunRecord) -> Result<(), String> {
         .map_err(|e| err("write", e))?;
     let store = tx.store(STORE).map_err(|e| err("write", e))?;
     store
-        .put(&JsValue::from_str(&json), Some(&JsValue::from_f64(run.id as f64)))
+        .put(
+            &JsValue::from_str(&json),
+            Some(&JsValue::from_f64(run.id as f64)),
+        )
         .await
         .map_err(|e| err("write", e))?;
     tx.done().await.map_err(|e| err("write", e))?;
@@ -45,7 +48,10 @@ pub async fn list() -> Result<(Vec<RunRecord>, Vec<String>), String> {
         .transaction(&[STORE], TransactionMode::ReadOnly)
         .map_err(|e| err("read", e))?;
     let store = tx.store(STORE).map_err(|e| err("read", e))?;
-    let values = store.get_all(None, None).await.map_err(|e| err("read", e))?;
+    let values = store
+        .get_all(None, None)
+        .await
+        .map_err(|e| err("read", e))?;
     let (mut runs, mut bad) = (Vec::new(), Vec::new());
     for v in values {
         match v.as_string().map(|s| serde_json::from_str::<RunRecord>(&s)) {
@@ -54,7 +60,7 @@ pub async fn list() -> Result<(Vec<RunRecord>, Vec<String>), String> {
             None => bad.push("a stored run is not JSON text".into()),
         }
     }
-    runs.sort_by(|a, b| b.id.cmp(&a.id));
+    runs.sort_by_key(|r| std::cmp::Reverse(r.id));
     Ok((runs, bad))
 }
 

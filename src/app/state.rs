@@ -33,7 +33,8 @@ impl Loaded {
         )
         .map_err(|e| e.to_string())?;
         let ckpt = Checkpoint::parse(safetensors, &model.t5.config).map_err(|e| e.to_string())?;
-        let ours = GpuT5::from_checkpoint(gpu, &ckpt, &model.t5.config).map_err(|e| e.to_string())?;
+        let ours =
+            GpuT5::from_checkpoint(gpu, &ckpt, &model.t5.config).map_err(|e| e.to_string())?;
         Ok(Self {
             model,
             ours,

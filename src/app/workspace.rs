@@ -72,9 +72,10 @@ impl Workspace {
         if let Err(e) = super::history::save(&run).await {
             self.history_error.set(Some(e));
         }
-        self.history.update(|h| match h.iter_mut().find(|r| r.id == run.id) {
-            Some(r) => *r = run,
-            None => h.insert(0, run),
-        });
+        self.history
+            .update(|h| match h.iter_mut().find(|r| r.id == run.id) {
+                Some(r) => *r = run,
+                None => h.insert(0, run),
+            });
     }
 }
