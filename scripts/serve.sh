@@ -9,5 +9,7 @@ if [ ! -s models/flan-t5-small/model.safetensors ]; then
   cargo run --release --bin metaprompt -- convert
 fi
 scripts/fetch-data.sh
+# The page's presets: k-shot samples of the target tasks (copied into the build by Trunk).
+cargo run --release --bin metaprompt -- data presets --out presets
 echo "[serve] building the page (release; the first build takes ~10 min on 2 cores)"
 exec trunk serve --release --address 127.0.0.1 --port "${PORT:-8080}"

@@ -55,6 +55,8 @@ CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
   cargo test --target wasm32-unknown-unknown --test wasm
 
 step "trunk build (dev profile) and end-to-end tests"
+# Presets need the fetched data (scripts/serve.sh); the tests run without them.
+mkdir -p presets
 trunk build
 # The comparison test trains on a tiny random T5 (real tokenizer) served beside the page.
 "$CARGO_TARGET_DIR/debug/metaprompt" tiny-model --out dist/models/tiny

@@ -1,12 +1,14 @@
 //! Step 1 of a comparison: a person pastes labelled examples, sees them parsed into a table with
 //! the rejected lines and why, and how they split into training and held-out examples.
 
+use super::download::fetch_plain;
 use super::state::ModelCtx;
 use super::workspace::Workspace;
 use crate::compare::split_per_class;
 use crate::tasks::metrics::label_counts;
 use crate::text::examples::{Limits, Pasted, parse};
 use leptos::prelude::*;
+use leptos::task::spawn_local;
 
 /// Inputs longer than this are rejected when pasted (flan-t5-small was trained on 512).
 const MAX_INPUT_TOKENS: usize = 512;
@@ -45,6 +47,7 @@ pub fn ExamplesPanel(pasted: Memo<Pasted>) -> impl IntoView {
                 ", JSON lines "<code>"{\"input\": …, \"target\": …}"</code>" or CSV with a header "
                 "(input,label). Kept in this browser."
             </p>
+            <PresetPicker/>
             <label for="paste">"Labelled examples"</label>
             <textarea id="paste" rows="10" spellcheck="false"
                 prop:value=move || ws.paste.get()
@@ -109,5 +112,74 @@ pub fn ExamplesPanel(pasted: Memo<Pasted>) -> impl IntoView {
                 </details>
             </Show>
         </section>
+    }
+}
+
+/// A preset from `presets/index.json` (`metaprompt data presets`, run by scripts/serve.sh).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+struct Preset {
+    name: String,
+    file: String,
+    examples: usize,
+    labels: Vec<String>,
+    source: String,
+}
+
+/// The presets served beside the page; none when the data was not fetched (tests).
+async fn presets() -> Vec<Preset> {
+    match fetch_plain("presets/index.json").await {
+        Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            gloo::console::warn!(format!("presets/index.json: {e}"));
+            Vec::new()
+        }),
+        Ok(None) => Vec::new(),
+        Err(e) => {
+            gloo::console::warn!(e);
+            Vec::new()
+        }
+    }
+}
+
+#[component]
+fn PresetPicker() -> impl IntoView {
+    let ws = expect_context::<Workspace>();
+    let list = LocalResource::new(presets);
+    let chosen = RwSignal::new(0usize);
+    let err = RwSignal::new(None::<String>);
+    let load = move |_| {
+        let Some(p) = list
+            .get()
+            .and_then(|l| l.get(chosen.get_untracked()).cloned())
+        else {
+            return;
+        };
+        spawn_local(async move {
+            match fetch_plain(&format!("presets/{}", p.file)).await {
+                Ok(Some(bytes)) => {
+                    err.set(None);
+                    ws.paste.set(String::from_utf8_lossy(&bytes).into_owned());
+                }
+                Ok(None) => err.set(Some(format!("presets/{}: not found", p.file))),
+                Err(e) => err.set(Some(e)),
+            }
+        });
+    };
+    view! {
+        <Show when=move || list.get().is_some_and(|l| !l.is_empty())>
+            <div class="row">
+                <label for="preset">"Or start from a task"</label>
+                <select id="preset" on:change=move |ev| {
+                    chosen.set(event_target_value(&ev).parse().unwrap_or(0));
+                }>
+                    {move || list.get().unwrap_or_default().into_iter().enumerate().map(|(i, p)| view! {
+                        <option value=i.to_string() title=p.source.clone()>
+                            {format!("{} ({} examples: {})", p.name, p.examples, p.labels.join(", "))}
+                        </option>
+                    }).collect_view()}
+                </select>
+                <button id="load-preset" class="secondary" on:click=load>"Load (replaces the text)"</button>
+            </div>
+            {move || err.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+        </Show>
     }
 }

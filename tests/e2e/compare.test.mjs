@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { serveDist, launchBrowser, watchConsole, screenshotPath, dist } from './harness.mjs';
+import { serveDist, launchBrowser, watchConsole, screenshotPath, dist, PASTE, setField } from './harness.mjs';
 
 let server;
 before(async () => {
@@ -19,34 +19,6 @@ before(async () => {
 after(async () => {
   await server?.close();
 });
-
-const GOOD = [
-  ['the film was a delight', 'positive'],
-  ['a dull, lifeless mess', 'negative'],
-  ['wonderful acting and a clever script', 'positive'],
-  ['i want those two hours back', 'negative'],
-  ['an instant classic', 'positive'],
-  ['boring from start to finish', 'negative'],
-  ['sharp, funny and moving', 'positive'],
-  ['a tedious slog', 'negative'],
-  ['great fun for the whole family', 'positive'],
-  ['clumsy and predictable', 'negative'],
-];
-// Line 3 has no tab, line 6 repeats line 1, line 9 has an empty label.
-const PASTE = [
-  ...GOOD.slice(0, 2).map((r) => r.join('\t')),
-  'this line has no separator',
-  ...GOOD.slice(2, 4).map((r) => r.join('\t')),
-  GOOD[0].join('\t'),
-  ...GOOD.slice(4, 6).map((r) => r.join('\t')),
-  'an empty label\t',
-  ...GOOD.slice(6).map((r) => r.join('\t')),
-].join('\n');
-
-async function setField(page, id, value) {
-  await page.fill(id, String(value));
-  await page.dispatchEvent(id, 'change');
-}
 
 test('paste, train two contenders, stop, reload, reopen, download', async () => {
   const browser = await launchBrowser();

@@ -43,7 +43,8 @@ test('downloads the model with progress, generates the known answers, reloads it
   const log = watchConsole(page);
   const modelRequests = [];
   page.on('request', (r) => {
-    if (r.url().endsWith('model.safetensors')) modelRequests.push(r.url());
+    // Not the prompt files (assets/*/adapter_model.safetensors).
+    if (r.url().endsWith('/flan-t5-small/model.safetensors')) modelRequests.push(r.url());
   });
   await page.addInitScript(recordPhases);
   try {

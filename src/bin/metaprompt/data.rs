@@ -33,6 +33,19 @@ pub enum DataCommand {
         #[arg(long, default_value = "train")]
         split: String,
     },
+    /// Few-shot presets for the page from the fetched target tasks: `OUT/NAME.jsonl` (labels
+    /// verbalised, as a person would paste them) and `OUT/index.json`.
+    Presets {
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        #[arg(long, default_value = "targets-cls")]
+        suite: String,
+        /// Examples per label (the page trains on k of them and holds out the rest).
+        #[arg(long, default_value_t = 24)]
+        per_label: usize,
+        #[arg(long, default_value = "presets")]
+        out: PathBuf,
+    },
 }
 
 pub fn run(cmd: DataCommand) -> Result<(), String> {
@@ -45,6 +58,12 @@ pub fn run(cmd: DataCommand) -> Result<(), String> {
             n,
             split,
         } => show(&data, &task, n, &split),
+        DataCommand::Presets {
+            data,
+            suite,
+            per_label,
+            out,
+        } => presets(&data, &suite, per_label, &out),
     }
 }
 
@@ -139,5 +158,62 @@ fn show(data: &Path, name: &str, n: usize, split: &str) -> Result<(), String> {
             println!("  also:   {}", e.answers[1..].join(" | "));
         }
     }
+    Ok(())
+}
+
+/// One entry of `presets/index.json`, as the page reads it.
+#[derive(serde::Serialize)]
+struct Preset {
+    name: String,
+    file: String,
+    examples: usize,
+    labels: Vec<String>,
+    source: String,
+}
+
+fn presets(data: &Path, suite: &str, per_label: usize, out: &Path) -> Result<(), String> {
+    let m = store::read_manifest(data).map_err(|e| e.to_string())?;
+
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut index = Vec::new();
+    for t in m.suite(suite).map_err(|e| e.to_string())? {
+        if !t.kind.has_labels() {
+            continue;
+        }
+        let pool = store::read_split(data, t, "train").map_err(|e| e.to_string())?;
+        let picked = tasks::sampling::k_shot(&pool, per_label, Some(&t.labels), 13);
+        let lines: Vec<String> = picked
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "input": e.input.split_whitespace().collect::<Vec<_>>().join(" "),
+                    "target": t.verbalize(&e.target),
+                })
+                .to_string()
+            })
+            .collect();
+        let file = format!("{}.jsonl", t.dir_name());
+        let path = out.join(&file);
+        std::fs::write(&path, lines.join("\n") + "\n")
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        index.push(Preset {
+            name: t.name.clone(),
+            file,
+            examples: lines.len(),
+            labels: t
+                .labels
+                .iter()
+                .map(|l| t.verbalize(l).to_string())
+                .collect(),
+            source: format!(
+                "{} {} ({})",
+                t.source.package, t.source.version, t.source.license
+            ),
+        });
+    }
+    let path = out.join("index.json");
+    let json = serde_json::to_string_pretty(&index).map_err(|e| e.to_string())?;
+    std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("wrote {} presets to {}", index.len(), out.display());
     Ok(())
 }
