@@ -4,7 +4,7 @@
 //! predictions side by side, try new inputs, download the prompts and the run.
 
 use super::download::fetch_plain;
-use super::state::{Loaded, ModelCtx, download};
+use super::state::{Loaded, ModelCtx, Ours, download};
 use super::workspace::{Kernels, Workspace};
 use crate::compare::{
     ContenderLog, Duel, InitChoice, Prepared, RunRecord, Settings, Status, split_per_class,
@@ -48,14 +48,20 @@ async fn find_shipped() -> Vec<(String, SoftPrompt)> {
 
 fn engine<'a>(l: &'a Loaded, k: Kernels) -> Engine<'a> {
     match k {
-        Kernels::Ours => Engine::Wgpu(&l.ours),
+        Kernels::Ours => match &l.ours {
+            Ours::Gpu(g) => Engine::Wgpu(g),
+            Ours::Cpu(c) => Engine::Ours(c),
+        },
         Kernels::Generic => Engine::Burn(&l.model.t5),
     }
 }
 
 fn engine_name(l: &Loaded, k: Kernels) -> String {
     match k {
-        Kernels::Ours => format!("our WGSL kernels on {}", l.adapter),
+        Kernels::Ours => match l.ours {
+            Ours::Gpu(_) => format!("our WGSL kernels on {}", l.adapter),
+            Ours::Cpu(_) => format!("our CPU engine on {}", l.adapter),
+        },
         Kernels::Generic => format!("burn's generic ops on {}", l.adapter),
     }
 }

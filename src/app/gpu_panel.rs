@@ -55,6 +55,8 @@ fn no_gpu(e: GpuError) -> impl IntoView {
         <div id="webgpu-missing" class="error" role="alert">
             <p><strong>{e.to_string()}</strong></p>
             <p>{detail}</p>
+            <p>"The page still works without it: the model and our tuning step run on the CPU in "
+               "WebAssembly, on one thread, many times slower than on a GPU."</p>
         </div>
     }
 }

@@ -69,8 +69,9 @@ async fn load(set_phase: WriteSignal<Phase>) -> Result<(Loaded, Source, bool, f6
     set_phase.set(Phase::Preparing);
     // Let the page paint "Preparing" before the long synchronous parse.
     gloo::timers::future::TimeoutFuture::new(0).await;
-    let gpu = Gpu::shared().await.map_err(|e| e.to_string())?;
-    let model = Loaded::from_bytes(&gpu, &files[2], &files[0], &files[1])?;
+    // Without WebGPU the model runs on the CPU in WebAssembly (the GPU panel says why).
+    let gpu = Gpu::shared().await.ok();
+    let model = Loaded::from_bytes(gpu.as_ref(), &files[2], &files[0], &files[1])?;
     Ok((model, source, cached, (now_ms() - start) / 1e3))
 }
 

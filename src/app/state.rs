@@ -1,6 +1,7 @@
 //! What the page's panels share: the loaded model (with our GPU engine beside it), and small
 //! helpers to keep a person's work in the browser (localStorage) across reloads.
 
+use crate::cpu::CpuT5;
 use crate::gpu::Gpu;
 use crate::kernels::t5::GpuT5;
 use crate::model::LoadedModel;
@@ -9,36 +10,51 @@ use leptos::prelude::*;
 use serde::{Serialize, de::DeserializeOwned};
 use std::rc::Rc;
 
-/// The frozen T5 twice over: burn's model on the GPU (generation, initialisations, the generic
-/// engine, on an autodiff device) and our int8 WGSL engine (the default for tuning).
+/// Our engine for tuning: the WGSL kernels when there is WebGPU, else our CPU step compiled to
+/// WebAssembly (one thread; much slower, but the page still works).
+pub enum Ours {
+    Gpu(Box<GpuT5>),
+    Cpu(CpuT5),
+}
+
+/// The frozen T5 twice over: burn's model (generation, initialisations, the generic engine, on
+/// an autodiff device: the GPU, or burn's CPU backend without WebGPU) and our engine.
 pub struct Loaded {
     pub model: LoadedModel,
-    pub ours: GpuT5,
-    /// The adapter it runs on, for run records.
+    pub ours: Ours,
+    /// Where it runs, for run records: the adapter's name, or the CPU.
     pub adapter: String,
 }
 
 impl Loaded {
     pub fn from_bytes(
-        gpu: &Gpu,
+        gpu: Option<&Gpu>,
         safetensors: &[u8],
         config_json: &[u8],
         tokenizer_json: &[u8],
     ) -> Result<Self, String> {
-        let model = LoadedModel::from_bytes(
-            safetensors,
-            config_json,
-            tokenizer_json,
-            &gpu.device.clone().autodiff(),
-        )
-        .map_err(|e| e.to_string())?;
-        let ckpt = Checkpoint::parse(safetensors, &model.t5.config).map_err(|e| e.to_string())?;
-        let ours =
-            GpuT5::from_checkpoint(gpu, &ckpt, &model.t5.config).map_err(|e| e.to_string())?;
+        let device = gpu.map_or_else(burn::tensor::Device::flex, |g| g.device.clone());
+        let model =
+            LoadedModel::from_bytes(safetensors, config_json, tokenizer_json, &device.autodiff())
+                .map_err(|e| e.to_string())?;
+        let c = &model.t5.config;
+        let ckpt = Checkpoint::parse(safetensors, c).map_err(|e| e.to_string())?;
+        let (ours, adapter) = match gpu {
+            Some(g) => (
+                Ours::Gpu(Box::new(
+                    GpuT5::from_checkpoint(g, &ckpt, c).map_err(|e| e.to_string())?,
+                )),
+                g.report().name,
+            ),
+            None => (
+                Ours::Cpu(CpuT5::from_checkpoint(&ckpt, c).map_err(|e| e.to_string())?),
+                "the CPU (WebAssembly, no WebGPU)".into(),
+            ),
+        };
         Ok(Self {
             model,
             ours,
-            adapter: gpu.report().name,
+            adapter,
         })
     }
 }

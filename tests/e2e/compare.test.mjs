@@ -114,3 +114,35 @@ test('paste, train two contenders, stop, reload, reopen, download', async () => 
     await browser.close();
   }
 });
+
+test('without WebGPU the comparison trains on the CPU in WebAssembly', async () => {
+  const browser = await launchBrowser();
+  const page = await browser.newPage();
+  const log = watchConsole(page);
+  await page.addInitScript(() => {
+    delete Navigator.prototype.gpu;
+  });
+  try {
+    await page.goto(`${server.url}?model=models/tiny`);
+    await page.waitForSelector('#webgpu-missing', { timeout: 60_000 });
+    await (await page.waitForSelector('#model-load', { timeout: 60_000 })).click();
+    await page.waitForSelector('#model-status[data-phase="ready"], #model-status[data-phase="failed"]', { timeout: 120_000 });
+    assert.equal(await page.getAttribute('#model-status', 'data-phase'), 'ready', log.join('\n'));
+    await page.fill('#paste', PASTE);
+    await page.selectOption('#contender-0', 'vocab');
+    await page.selectOption('#contender-1', 'random');
+    await setField(page, '#set-k', 3);
+    await setField(page, '#set-len', 4);
+    await setField(page, '#set-steps', 3);
+    await setField(page, '#set-eval', 3);
+    await page.click('#train');
+    await page.waitForSelector('#run[data-status="finished"], #run[data-status="failed"]', { timeout: 300_000 });
+    const run = (await page.textContent('#run')).replace(/\s+/g, ' ');
+    console.log(`no WebGPU: ${run}`);
+    assert.equal(await page.getAttribute('#run', 'data-status'), 'finished', run + log.join('\n'));
+    assert.match(run, /our CPU engine on the CPU/);
+    await page.screenshot({ path: screenshotPath('compare-no-webgpu'), fullPage: true });
+  } finally {
+    await browser.close();
+  }
+});

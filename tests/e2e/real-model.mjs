@@ -2,14 +2,22 @@
 // command: on SwiftShader a step takes minutes). Trains the shipped MPT initialisation against
 // PT random for a few steps and prints the page's ms per step.
 //
-//   trunk build && node tests/e2e/real-model.mjs [steps]
+//   trunk build && node tests/e2e/real-model.mjs [steps] [cpu]
+//
+// With `cpu` the page gets no WebGPU and runs our CPU engine in WebAssembly.
 import { serveDist, launchBrowser, watchConsole, screenshotPath, PASTE, setField } from './harness.mjs';
 
 const steps = Number(process.argv[2] ?? 2);
+const cpu = process.argv[3] === 'cpu';
 const server = await serveDist();
 const browser = await launchBrowser();
 const page = await browser.newPage();
 const log = watchConsole(page);
+if (cpu) {
+  await page.addInitScript(() => {
+    delete Navigator.prototype.gpu;
+  });
+}
 try {
   await page.goto(server.url);
   const load = await page.waitForSelector('#model-load, #model-ready', { timeout: 60_000 });
@@ -28,7 +36,7 @@ try {
   await page.waitForSelector('#run[data-status="finished"], #run[data-status="failed"]', { timeout: 3_600_000 });
   console.log(`status: ${await page.getAttribute('#run', 'data-status')} after ${((Date.now() - t0) / 1e3).toFixed(0)} s`);
   console.log((await page.textContent('#run')).replace(/\s+/g, ' '));
-  await page.screenshot({ path: screenshotPath('real-model'), fullPage: true });
+  await page.screenshot({ path: screenshotPath(cpu ? 'real-model-cpu' : 'real-model'), fullPage: true });
 } catch (e) {
   console.log(log.join('\n'));
   throw e;
