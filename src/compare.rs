@@ -186,6 +186,19 @@ pub fn split_per_class(examples: &[Example], labels: &[String], k: usize, seed: 
     split
 }
 
+/// One entry of `presets/index.json`: a few-shot paste set built from a fetched target task
+/// (`metaprompt data presets` writes it, the page reads it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preset {
+    pub name: String,
+    /// The JSON-lines file beside the index.
+    pub file: String,
+    pub examples: usize,
+    /// The label words, as they appear in the file.
+    pub labels: Vec<String>,
+    pub source: String,
+}
+
 /// How a run ended (or that it is still going).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Status {

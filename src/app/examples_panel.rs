@@ -4,7 +4,7 @@
 use super::download::fetch_plain;
 use super::state::ModelCtx;
 use super::workspace::Workspace;
-use crate::compare::split_per_class;
+use crate::compare::{Preset, split_per_class};
 use crate::tasks::metrics::label_counts;
 use crate::text::examples::{Limits, Pasted, parse};
 use leptos::prelude::*;
@@ -115,17 +115,7 @@ pub fn ExamplesPanel(pasted: Memo<Pasted>) -> impl IntoView {
     }
 }
 
-/// A preset from `presets/index.json` (`metaprompt data presets`, run by scripts/serve.sh).
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-struct Preset {
-    name: String,
-    file: String,
-    examples: usize,
-    labels: Vec<String>,
-    source: String,
-}
-
-/// The presets served beside the page; none when the data was not fetched (tests).
+/// The presets served beside the page (`metaprompt data presets`, run by scripts/serve.sh); none when the data was not fetched (tests).
 async fn presets() -> Vec<Preset> {
     match fetch_plain("presets/index.json").await {
         Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {

@@ -2,7 +2,7 @@
 //! that a reload, or the next visit, finds them; listed with buttons to reopen or delete.
 
 use crate::compare::RunRecord;
-use rexie::{ObjectStore, Rexie, TransactionMode};
+use rexie::{ObjectStore, Rexie, Store, Transaction, TransactionMode};
 use wasm_bindgen::JsValue;
 
 const DB: &str = "metaprompt";
@@ -21,14 +21,18 @@ async fn open() -> Result<Rexie, String> {
         .map_err(|e| err("open", e))
 }
 
+/// A transaction on the runs store and the store itself.
+async fn runs(mode: TransactionMode, what: &str) -> Result<(Transaction, Store), String> {
+    let db = open().await?;
+    let tx = db.transaction(&[STORE], mode).map_err(|e| err(what, e))?;
+    let store = tx.store(STORE).map_err(|e| err(what, e))?;
+    Ok((tx, store))
+}
+
 /// Stores (or replaces) `run`.
 pub async fn save(run: &RunRecord) -> Result<(), String> {
     let json = serde_json::to_string(run).map_err(|e| err("serialise", e))?;
-    let db = open().await?;
-    let tx = db
-        .transaction(&[STORE], TransactionMode::ReadWrite)
-        .map_err(|e| err("write", e))?;
-    let store = tx.store(STORE).map_err(|e| err("write", e))?;
+    let (tx, store) = runs(TransactionMode::ReadWrite, "write").await?;
     store
         .put(
             &JsValue::from_str(&json),
@@ -43,11 +47,8 @@ pub async fn save(run: &RunRecord) -> Result<(), String> {
 /// Every stored run, newest first. A record this version cannot read is reported, not dropped
 /// from the database.
 pub async fn list() -> Result<(Vec<RunRecord>, Vec<String>), String> {
-    let db = open().await?;
-    let tx = db
-        .transaction(&[STORE], TransactionMode::ReadOnly)
-        .map_err(|e| err("read", e))?;
-    let store = tx.store(STORE).map_err(|e| err("read", e))?;
+    // Held until the read is done.
+    let (_tx, store) = runs(TransactionMode::ReadOnly, "read").await?;
     let values = store
         .get_all(None, None)
         .await
@@ -65,11 +66,7 @@ pub async fn list() -> Result<(Vec<RunRecord>, Vec<String>), String> {
 }
 
 pub async fn delete(id: u64) -> Result<(), String> {
-    let db = open().await?;
-    let tx = db
-        .transaction(&[STORE], TransactionMode::ReadWrite)
-        .map_err(|e| err("delete", e))?;
-    let store = tx.store(STORE).map_err(|e| err("delete", e))?;
+    let (tx, store) = runs(TransactionMode::ReadWrite, "delete").await?;
     store
         .delete(JsValue::from_f64(id as f64))
         .await

@@ -20,17 +20,33 @@ after(async () => {
   await server?.close();
 });
 
+/** Loads the tiny model (served at models/tiny) and waits until it is ready. */
+async function loadTinyModel(page, log) {
+  await page.goto(`${server.url}?model=models/tiny`);
+  await (await page.waitForSelector('#model-load', { timeout: 60_000 })).click();
+  await page.waitForSelector('#model-status[data-phase="ready"], #model-status[data-phase="failed"]', { timeout: 120_000 });
+  assert.equal(await page.getAttribute('#model-status', 'data-phase'), 'ready', log.join('\n'));
+}
+
+/** PT vocab against PT random (the shipped MPT prompts are 512 wide, the tiny model 16), 3
+ * training examples per label, prompt length 4. */
+async function twoPtContenders(page, { steps, evalEvery, lr }) {
+  await page.selectOption('#contender-0', 'vocab');
+  await page.selectOption('#contender-1', 'random');
+  await setField(page, '#set-k', 3);
+  await setField(page, '#set-len', 4);
+  await setField(page, '#set-steps', steps);
+  if (lr !== undefined) await setField(page, '#set-lr', lr);
+  await setField(page, '#set-eval', evalEvery);
+}
+
 test('paste, train two contenders, stop, reload, reopen, download', async () => {
   const browser = await launchBrowser();
   const context = await browser.newContext({ acceptDownloads: true });
   const page = await context.newPage();
   const log = watchConsole(page);
   try {
-    await page.goto(`${server.url}?model=models/tiny`);
-    const load = await page.waitForSelector('#model-load', { timeout: 60_000 });
-    await load.click();
-    await page.waitForSelector('#model-status[data-phase="ready"], #model-status[data-phase="failed"]', { timeout: 120_000 });
-    assert.equal(await page.getAttribute('#model-status', 'data-phase'), 'ready', log.join('\n'));
+    await loadTinyModel(page, log);
 
     // 1. Paste, with three bad lines.
     await page.fill('#paste', PASTE);
@@ -44,15 +60,8 @@ test('paste, train two contenders, stop, reload, reopen, download', async () => 
     assert.match(await page.textContent('#paste-summary'), /10 valid examples/);
     await page.screenshot({ path: screenshotPath('compare-1-paste'), fullPage: true });
 
-    // 2. Two PT contenders (the shipped MPT prompts are 512 wide, the tiny model 16), a long
-    // budget so that Stop ends it.
-    await page.selectOption('#contender-0', 'vocab');
-    await page.selectOption('#contender-1', 'random');
-    await setField(page, '#set-k', 3);
-    await setField(page, '#set-len', 4);
-    await setField(page, '#set-steps', 400);
-    await setField(page, '#set-lr', 1);
-    await setField(page, '#set-eval', 2);
+    // 2. Two PT contenders, a long budget so that Stop ends it.
+    await twoPtContenders(page, { steps: 400, evalEvery: 2, lr: 1 });
     await page.click('#train');
     // Both curves and both accuracies appear while it trains.
     await page.waitForFunction(() => {
@@ -123,18 +132,10 @@ test('without WebGPU the comparison trains on the CPU in WebAssembly', async () 
     delete Navigator.prototype.gpu;
   });
   try {
-    await page.goto(`${server.url}?model=models/tiny`);
+    await loadTinyModel(page, log);
     await page.waitForSelector('#webgpu-missing', { timeout: 60_000 });
-    await (await page.waitForSelector('#model-load', { timeout: 60_000 })).click();
-    await page.waitForSelector('#model-status[data-phase="ready"], #model-status[data-phase="failed"]', { timeout: 120_000 });
-    assert.equal(await page.getAttribute('#model-status', 'data-phase'), 'ready', log.join('\n'));
     await page.fill('#paste', PASTE);
-    await page.selectOption('#contender-0', 'vocab');
-    await page.selectOption('#contender-1', 'random');
-    await setField(page, '#set-k', 3);
-    await setField(page, '#set-len', 4);
-    await setField(page, '#set-steps', 3);
-    await setField(page, '#set-eval', 3);
+    await twoPtContenders(page, { steps: 3, evalEvery: 3 });
     await page.click('#train');
     await page.waitForSelector('#run[data-status="finished"], #run[data-status="failed"]', { timeout: 300_000 });
     const run = (await page.textContent('#run')).replace(/\s+/g, ' ');

@@ -1,6 +1,7 @@
 //! `metaprompt data ...`: derive the task suites, list them, show examples.
 
 use clap::Subcommand;
+use metaprompt::compare::Preset;
 use metaprompt::tasks::{self, Manifest, store};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -159,16 +160,6 @@ fn show(data: &Path, name: &str, n: usize, split: &str) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// One entry of `presets/index.json`, as the page reads it.
-#[derive(serde::Serialize)]
-struct Preset {
-    name: String,
-    file: String,
-    examples: usize,
-    labels: Vec<String>,
-    source: String,
 }
 
 fn presets(data: &Path, suite: &str, per_label: usize, out: &Path) -> Result<(), String> {
