@@ -26,7 +26,9 @@ async function generate(page, input, maxNew) {
   await page.fill('#generate-input', input);
   await page.fill('#generate-max-new', String(maxNew));
   await page.dispatchEvent('#generate-max-new', 'change');
-  await page.click('#generate-run');
+  // The page's thread can still be busy with the last SwiftShader submission: on a loaded machine
+  // the click waits longer than Playwright's default 30 s.
+  await page.click('#generate-run', { timeout: 180_000 });
   await page.waitForSelector('#generate-result[data-state="done"], #generate-result[data-state="failed"]', {
     timeout: 300_000,
   });
