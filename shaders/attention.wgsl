@@ -5,8 +5,13 @@
 // split/merge copies are needed: q, k, v sit side by side in a fused qkv buffer, or k, v in the
 // cross-attention's kv buffer.
 //
-// One invocation per (batch, head, query row) in forward and in the row pass of backward, one per
-// (batch, head, key row) in the key pass: the loops run over <= a few hundred keys of d_kv = 64.
+// One workgroup of 64 invocations per (batch, head, query row) in forward and in the row pass of
+// backward, one per (batch, head, key row) in the key pass. Inside a row the invocations split the
+// keys (scores, softmax reductions in workgroup memory) and then the d_kv output columns, so a GPU
+// gets batch * heads * len workgroups to spread over its cores instead of that many invocations,
+// and reads of k and v rows are coalesced over columns. The probabilities (or score gradients)
+// of the row pass through `scores` in storage; storageBarrier makes them visible to the whole
+// workgroup.
 
 struct Params {
     batch: u32,
@@ -54,9 +59,45 @@ fn kv_at(b: u32, j: u32, h: u32, col: u32) -> u32 {
     return (b * p.k_len + j) * p.kv_stride + col + h * p.d_kv;
 }
 
+const WG: u32 = 64u;
+var<workgroup> red: array<f32, WG>;
+
+// Every invocation passes in its partial value and gets the workgroup's max (or sum) back.
+fn reduce_max(li: u32, x: f32) -> f32 {
+    red[li] = x;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (li < s) {
+            red[li] = max(red[li], red[li + s]);
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn reduce_sum(li: u32, x: f32) -> f32 {
+    red[li] = x;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (li < s) {
+            red[li] = red[li] + red[li + s];
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
 @compute @workgroup_size(64)
-fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-    let row = gid.x + gid.y * nw.x * 64u;
+fn forward(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nw: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let row = wg.x + wg.y * nw.x;
     if (row >= p.batch * p.heads * p.q_len) {
         return;
     }
@@ -66,7 +107,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     let base = row * p.k_len;
     let qa = q_at(b, i, h);
     var mx = -3.4e38;
-    for (var j = 0u; j < p.k_len; j = j + 1u) {
+    for (var j = li; j < p.k_len; j = j + WG) {
         let ka = kv_at(b, j, h, p.k_col);
         var s = 0.0;
         for (var c = 0u; c < p.d_kv; c = c + 1u) {
@@ -84,18 +125,20 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
         scores[base + j] = s;
         mx = max(mx, s);
     }
+    mx = reduce_max(li, mx);
     var sum = 0.0;
-    for (var j = 0u; j < p.k_len; j = j + 1u) {
+    for (var j = li; j < p.k_len; j = j + WG) {
         let e = exp(scores[base + j] - mx);
         scores[base + j] = e;
         sum = sum + e;
     }
-    let inv = 1.0 / sum;
-    for (var j = 0u; j < p.k_len; j = j + 1u) {
+    let inv = 1.0 / reduce_sum(li, sum);
+    for (var j = li; j < p.k_len; j = j + WG) {
         scores[base + j] = scores[base + j] * inv;
     }
+    storageBarrier();
     let oa = (b * p.q_len + i) * p.o_stride + h * p.d_kv;
-    for (var c = 0u; c < p.d_kv; c = c + 1u) {
+    for (var c = li; c < p.d_kv; c = c + WG) {
         var acc = 0.0;
         for (var j = 0u; j < p.k_len; j = j + 1u) {
             acc = fma(scores[base + j], kvs[kv_at(b, j, h, p.v_col) + c], acc);
@@ -106,8 +149,12 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
 
 // Row pass: ds = p * (dout v^T - rowsum(p * dout v^T)) into `scores`, and dq = ds k into `out`.
 @compute @workgroup_size(64)
-fn backward_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-    let row = gid.x + gid.y * nw.x * 64u;
+fn backward_rows(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nw: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let row = wg.x + wg.y * nw.x;
     if (row >= p.batch * p.heads * p.q_len) {
         return;
     }
@@ -117,7 +164,7 @@ fn backward_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     let base = row * p.k_len;
     let da = (b * p.q_len + i) * p.o_stride + h * p.d_kv;
     var dot = 0.0;
-    for (var j = 0u; j < p.k_len; j = j + 1u) {
+    for (var j = li; j < p.k_len; j = j + WG) {
         let va = kv_at(b, j, h, p.v_col);
         var dp = 0.0;
         for (var c = 0u; c < p.d_kv; c = c + 1u) {
@@ -126,11 +173,13 @@ fn backward_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
         scores[base + j] = dp;
         dot = fma(bias_or_probs[base + j], dp, dot);
     }
-    for (var j = 0u; j < p.k_len; j = j + 1u) {
+    dot = reduce_sum(li, dot);
+    for (var j = li; j < p.k_len; j = j + WG) {
         scores[base + j] = bias_or_probs[base + j] * (scores[base + j] - dot);
     }
+    storageBarrier();
     let ga = (b * p.q_len + i) * p.g_stride + p.gq_col + h * p.d_kv;
-    for (var c = 0u; c < p.d_kv; c = c + 1u) {
+    for (var c = li; c < p.d_kv; c = c + WG) {
         var acc = 0.0;
         for (var j = 0u; j < p.k_len; j = j + 1u) {
             acc = fma(scores[base + j], kvs[kv_at(b, j, h, p.k_col) + c], acc);
@@ -139,10 +188,15 @@ fn backward_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     }
 }
 
-// Key pass (after the row pass): dk = ds^T q and dv = p^T dout, one key row per invocation.
+// Key pass (after the row pass): dk = ds^T q and dv = p^T dout for one key row per workgroup,
+// its invocations over the d_kv columns.
 @compute @workgroup_size(64)
-fn backward_keys(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-    let row = gid.x + gid.y * nw.x * 64u;
+fn backward_keys(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nw: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let row = wg.x + wg.y * nw.x;
     if (row >= p.batch * p.heads * p.k_len) {
         return;
     }
@@ -151,7 +205,7 @@ fn backward_keys(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     let b = row / (p.k_len * p.heads);
     let bh = b * p.heads + h;
     let gk = (b * p.k_len + j) * p.g_stride + h * p.d_kv;
-    for (var c = 0u; c < p.d_kv; c = c + 1u) {
+    for (var c = li; c < p.d_kv; c = c + WG) {
         var dk = 0.0;
         var dv = 0.0;
         for (var i = 0u; i < p.q_len; i = i + 1u) {

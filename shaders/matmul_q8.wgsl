@@ -8,6 +8,12 @@
 // Tiled in workgroup memory: 64 x 64 outputs per workgroup of 16 x 16 invocations, each owning a
 // 4 x 4 block, K in steps of 16. Every weight byte loaded is dequantised once and reused by 64
 // rows.
+//
+// Split-K: products with few output tiles (the decoder's 32 rows, the vocabulary-sized input
+// gradient of the LM head: 8 tiles over K = 32,128) would leave most of a GPU idle, so `main`
+// can cut K into `splits` chunks of `k_chunk`, one workgroup per (tile, chunk), each writing its
+// partial tile to `partial`; `reduce` then sums the chunks into c (in a fixed order, so results
+// do not depend on scheduling).
 
 struct Params {
     m: u32,
@@ -21,14 +27,20 @@ struct Params {
     trans: u32,
     accumulate: u32,
     groups_x: u32,
-    _pad: u32,
+    splits: u32,
+    k_chunk: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> w: array<u32>;
 @group(0) @binding(2) var<storage, read> quant: array<vec2<f32>>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
+// [splits, m, n] partial products (split-K only)
+@group(0) @binding(4) var<storage, read_write> partial: array<f32>;
+@group(0) @binding(5) var<uniform> p: Params;
 
 const BM: u32 = 64u;
 const BN: u32 = 64u;
@@ -55,25 +67,29 @@ fn main(
     @builtin(local_invocation_index) li: u32,
 ) {
     let tiles_n = (p.n + BN - 1u) / BN;
-    let tile = wg.x + wg.y * p.groups_x;
     let tiles = tiles_n * ((p.m + BM - 1u) / BM);
-    if (tile >= tiles) {
+    let group = wg.x + wg.y * p.groups_x;
+    if (group >= tiles * p.splits) {
         return;
     }
+    let split = group / tiles;
+    let tile = group % tiles;
     let m0 = (tile / tiles_n) * BM;
     let n0 = (tile % tiles_n) * BN;
+    let k_begin = split * p.k_chunk;
+    let k_end = min(p.k, k_begin + p.k_chunk);
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < p.k; k0 = k0 + BK) {
+    for (var k0 = k_begin; k0 < k_end; k0 = k0 + BK) {
         for (var e = 0u; e < 4u; e = e + 1u) {
             let idx = li + e * 256u;
             // A: consecutive invocations read consecutive k of one row.
             let ak = idx % BK;
             let am = idx / BK;
             var va = 0.0;
-            if (m0 + am < p.m && k0 + ak < p.k) {
+            if (m0 + am < p.m && k0 + ak < k_end) {
                 va = a[p.a_off + (m0 + am) * p.lda + k0 + ak];
             }
             ta[ak * 16u + am / 4u][am % 4u] = va;
@@ -84,13 +100,13 @@ fn main(
             if (p.trans == 0u) {
                 bn = idx % BN;
                 bk = idx / BN;
-                if (k0 + bk < p.k && n0 + bn < p.n) {
+                if (k0 + bk < k_end && n0 + bn < p.n) {
                     vb = weight(k0 + bk, n0 + bn);
                 }
             } else {
                 bk = idx % BK;
                 bn = idx / BK;
-                if (k0 + bk < p.k && n0 + bn < p.n) {
+                if (k0 + bk < k_end && n0 + bn < p.n) {
                     vb = weight(n0 + bn, k0 + bk);
                 }
             }
@@ -107,24 +123,47 @@ fn main(
         }
         workgroupBarrier();
     }
-    store(m0 + 4u * lid.y, n0 + 4u * lid.x, acc0);
-    store(m0 + 4u * lid.y + 1u, n0 + 4u * lid.x, acc1);
-    store(m0 + 4u * lid.y + 2u, n0 + 4u * lid.x, acc2);
-    store(m0 + 4u * lid.y + 3u, n0 + 4u * lid.x, acc3);
+    store(split, m0 + 4u * lid.y, n0 + 4u * lid.x, acc0);
+    store(split, m0 + 4u * lid.y + 1u, n0 + 4u * lid.x, acc1);
+    store(split, m0 + 4u * lid.y + 2u, n0 + 4u * lid.x, acc2);
+    store(split, m0 + 4u * lid.y + 3u, n0 + 4u * lid.x, acc3);
 }
 
-fn store(gm: u32, gn: u32, v: vec4<f32>) {
+fn store(split: u32, gm: u32, gn: u32, v: vec4<f32>) {
     if (gm >= p.m) {
         return;
     }
     for (var j = 0u; j < 4u; j = j + 1u) {
         if (gn + j < p.n) {
-            let at = p.c_off + gm * p.ldc + gn + j;
-            var x = v[j];
-            if (p.accumulate != 0u) {
-                x = x + c[at];
+            if (p.splits > 1u) {
+                partial[(split * p.m + gm) * p.n + gn + j] = v[j];
+            } else {
+                write_c(gm, gn + j, v[j]);
             }
-            c[at] = x;
         }
     }
+}
+
+fn write_c(gm: u32, gn: u32, v: f32) {
+    let at = p.c_off + gm * p.ldc + gn;
+    var x = v;
+    if (p.accumulate != 0u) {
+        x = x + c[at];
+    }
+    c[at] = x;
+}
+
+// Split-K's second pass: one invocation per output, summing the chunks in order.
+@compute @workgroup_size(256)
+fn reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let i = (wg.x + wg.y * p.groups_x) * 256u + li;
+    let mn = p.m * p.n;
+    if (i >= mn) {
+        return;
+    }
+    var x = 0.0;
+    for (var s = 0u; s < p.splits; s = s + 1u) {
+        x = x + partial[s * mn + i];
+    }
+    write_c(i / p.n, i % p.n, x);
 }

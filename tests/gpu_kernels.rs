@@ -108,6 +108,10 @@ fn int8_matmul_matches_reference_forward_and_transposed_on_ragged_shapes() {
         (3, 17, &[5, 2][..]),
         (70, 65, &[130][..]),
         (129, 512, &[67, 64, 3][..]),
+        // Split-K: few output tiles over a long K, forward (K = 1000) and transposed (K = 1500,
+        // a ragged last chunk).
+        (33, 1000, &[70][..]),
+        (5, 40, &[1500][..]),
     ]
     .iter()
     .enumerate()
@@ -161,6 +165,8 @@ fn attention_matches_reference_with_biases_masks_and_fully_masked_rows() {
         (2, 3, 5, 7, 4, true, true, false),
         (3, 2, 9, 9, 8, true, false, true),
         (2, 6, 4, 67, 64, false, true, false),
+        // More keys than two workgroup strides and more columns than invocations per row.
+        (1, 2, 70, 130, 80, true, true, true),
     ];
     for (n, &(batch, heads, q_len, k_len, d_kv, pos, msk, causal)) in cases.iter().enumerate() {
         let dims = Dims {

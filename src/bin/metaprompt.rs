@@ -109,9 +109,10 @@ mod cli {
         /// Meta Prompt Tuning: learn a prompt initialisation over the source tasks (MAML, FoMAML,
         /// Reptile) or the multi-task baseline; checkpoints and resumes.
         MetaTrain(MetaTrainArgs),
-        /// Benchmarks: `bench tune` times prompt-tuning steps on flan-t5-small.
+        /// Benchmarks: `bench tune` times prompt-tuning steps on flan-t5-small; `bench kernels`
+        /// splits one step's GPU time by kernel (our WGSL kernels, timestamp queries).
         Bench {
-            /// What to time: tune.
+            /// What to time: tune | kernels.
             what: String,
             #[arg(long, default_value_t = 5)]
             steps: usize,
@@ -389,11 +390,13 @@ mod cli {
                 what,
                 steps,
                 engine,
-            } => (|| {
-                if what != "tune" {
-                    return Err(format!("bench {what:?}: only `bench tune` exists"));
-                }
-                tune_cmd::bench_tune(&engine.load()?, steps)
+            } => (|| match what.as_str() {
+                "tune" => tune_cmd::bench_tune(&engine.load()?, steps),
+                "kernels" => tune_cmd::bench_kernels(&engine.load()?, steps),
+                _ => Err(format!(
+                    "bench {what:?}: expected `tune` (ms per tuning step) or `kernels` (GPU \
+                         time per kernel in one step)"
+                )),
             })(),
             Command::Generate {
                 text,

@@ -3,7 +3,7 @@
 //! from the projection layouts in place. The Rust twin is `crate::cpu::attention`.
 
 use super::matmul::Mat;
-use super::{Binding, KernelError, Shader, groups_for, read_back, upload, zeros};
+use super::{Binding, KernelError, Shader, grid, read_back, upload, zeros};
 use crate::cpu::attention::{self as cpu, Bias, Dims, Heads};
 use crate::gpu::Gpu;
 use burn::tensor::wgpu::wgpu;
@@ -114,7 +114,7 @@ impl AttentionKernel {
             "forward",
             &[q.buf, kv.buf, position, mask, probs, out.buf],
             &p,
-            groups_for(rows, 64),
+            grid(rows as u32),
         );
     }
 
@@ -147,7 +147,7 @@ impl AttentionKernel {
             "backward_rows",
             &[q.buf, kv.buf, probs, dout.buf, ds, dq.buf],
             &p,
-            groups_for(rows, 64),
+            grid(rows as u32),
         );
         p.g_stride = dkv.stride as u32;
         p.gk_col = dkv.k_col as u32;
@@ -158,7 +158,7 @@ impl AttentionKernel {
             "backward_keys",
             &[q.buf, kv.buf, probs, dout.buf, ds, dkv.buf],
             &p,
-            groups_for(dims.batch * dims.heads * dims.k_len, 64),
+            grid((dims.batch * dims.heads * dims.k_len) as u32),
         );
     }
 }

@@ -3,7 +3,7 @@
 //! Weights stay as the bytes the checkpoint ships (4x fewer than f32) and are dequantised in the
 //! kernel. The Rust twin is the dequantised weight through `crate::cpu::gemm`.
 
-use super::{Binding, KernelError, Shader, grid, read_back, upload, zeros};
+use super::{Binding, KernelError, Shader, grid, groups_for, read_back, upload, zeros};
 use crate::cpu::gemm::{View, product};
 use crate::gpu::Gpu;
 use crate::model::checkpoint::Stored;
@@ -147,11 +147,38 @@ struct Params {
     trans: u32,
     accumulate: u32,
     groups_x: u32,
-    _pad: u32,
+    splits: u32,
+    k_chunk: u32,
+    _pad: [u32; 3],
 }
 
 pub struct Matmul {
     shader: Shader,
+    /// Split-K's partial products, shared by every product: dispatches run in recording order,
+    /// so one product's `reduce` has read it before the next `main` writes it. Grown on demand
+    /// (a replaced buffer lives on in the bind groups that still use it).
+    scratch: std::sync::Mutex<Option<wgpu::Buffer>>,
+}
+
+/// Workgroups a product should fill before split-K stops paying: two per streaming multiprocessor
+/// of a large GPU. WebGPU does not tell how many cores an adapter has.
+const TARGET_GROUPS: usize = 256;
+/// Tile and K step of `shaders/matmul_q8.wgsl`.
+const TILE: usize = 64;
+const BK: usize = 16;
+
+/// How many K chunks (and of what length, a multiple of the K step) a `[m, k] x [k, n]` product
+/// is cut into: enough to fill [`TARGET_GROUPS`] workgroups, each chunk at least 8 K steps.
+pub fn split_k(m: usize, n: usize, k: usize) -> (usize, usize) {
+    let tiles = m.div_ceil(TILE) * n.div_ceil(TILE);
+    let steps = k.div_ceil(BK).max(1);
+    let want = if 2 * tiles >= TARGET_GROUPS {
+        1
+    } else {
+        (TARGET_GROUPS / tiles).min(steps / 8).max(1)
+    };
+    let chunk = steps.div_ceil(want) * BK;
+    (k.div_ceil(chunk).max(1), chunk)
 }
 
 impl Matmul {
@@ -162,9 +189,23 @@ impl Matmul {
                 gpu,
                 "matmul_q8.wgsl",
                 SHADER,
-                &[Read, Read, Read, ReadWrite],
-                &["main"],
+                &[Read, Read, Read, ReadWrite, ReadWrite],
+                &["main", "reduce"],
             ),
+            scratch: Default::default(),
+        }
+    }
+
+    /// The split-K scratch buffer, at least `len` floats.
+    fn scratch(&self, gpu: &Gpu, len: usize) -> wgpu::Buffer {
+        let mut s = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        match &*s {
+            Some(b) if b.size() >= (len.max(1) * 4) as u64 => b.clone(),
+            _ => {
+                let b = zeros(gpu, "split-K partial products", len);
+                *s = Some(b.clone());
+                b
+            }
         }
     }
 
@@ -190,8 +231,9 @@ impl Matmul {
         if m == 0 || n == 0 {
             return;
         }
-        let groups = grid((m.div_ceil(64) * n.div_ceil(64)) as u32);
-        let params = Params {
+        let (splits, k_chunk) = split_k(m, n, k);
+        let groups = grid((m.div_ceil(TILE) * n.div_ceil(TILE) * splits) as u32);
+        let mut params = Params {
             m: m as u32,
             n: n as u32,
             k: k as u32,
@@ -203,16 +245,26 @@ impl Matmul {
             trans: trans as u32,
             accumulate: accumulate as u32,
             groups_x: groups.0,
-            _pad: 0,
+            splits: splits as u32,
+            k_chunk: k_chunk as u32,
+            _pad: [0; 3],
         };
-        self.shader.dispatch(
-            gpu,
-            enc,
-            "main",
-            &[a.buf, &w.bytes, &w.quant, c.buf],
-            &params,
-            groups,
-        );
+        let scratch = self.scratch(gpu, if splits > 1 { splits * m * n } else { 1 });
+        let buffers = [a.buf, &w.bytes, &w.quant, c.buf, &scratch];
+        let what = || {
+            let op = if trans { "dy W^T" } else { "x W" };
+            let name = format!("matmul_q8 {op} [{m}x{k}]·[{k}x{n}]");
+            (name, 2.0 * (m * n * k) as f64)
+        };
+        self.shader
+            .dispatch_named(gpu, enc, "main", &buffers, &params, groups, what);
+        if splits > 1 {
+            let groups = groups_for(m * n, 256);
+            params.groups_x = groups.0;
+            let what = || (format!("matmul_q8 split-K reduce ({splits} chunks)"), 0.0);
+            self.shader
+                .dispatch_named(gpu, enc, "reduce", &buffers, &params, groups, what);
+        }
     }
 
     /// `a W` or `a W^T` (+ `c`) on slices: uploads, runs, reads back (tests and self-checks).
@@ -273,6 +325,26 @@ pub fn reference(a: &[f32], m: usize, w: &QuantMatrix, trans: bool, c: Option<&[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_k_fills_the_gpu_only_where_tiles_are_few() {
+        // The LM head's input gradient: 8 tiles over K = 32,128.
+        let (splits, chunk) = split_k(32, 512, 32128);
+        assert_eq!((splits, chunk % BK), (32, 0));
+        assert!(splits * chunk >= 32128 && (splits - 1) * chunk < 32128);
+        // Encoder products have tiles enough.
+        assert_eq!(split_k(672, 2048, 512).0, 1);
+        // Short K is never cut below 8 K steps.
+        assert_eq!(split_k(32, 512, 384).0, 3);
+        assert_eq!(split_k(1, 1, 1), (1, BK));
+        for (m, n, k) in [(33, 70, 1000), (5, 40, 1500), (3, 7, 100_000)] {
+            let (s, c) = split_k(m, n, k);
+            assert!(
+                s > 1 && s * c >= k && (s - 1) * c < k,
+                "{m} {n} {k}: {s} x {c}"
+            );
+        }
+    }
 
     #[test]
     fn fuse_keeps_each_parts_quantisation_and_transposes() {

@@ -7,6 +7,8 @@ pub mod attention;
 pub mod cross_entropy;
 pub mod gated_gelu;
 pub mod matmul;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod profile;
 pub mod rms_norm;
 pub mod t5;
 
@@ -86,6 +88,52 @@ pub(crate) fn pipeline_layout(
 pub(crate) struct Shader {
     label: &'static str,
     pipelines: Vec<(&'static str, wgpu::ComputePipeline)>,
+    params: std::sync::Mutex<ParamArena>,
+}
+
+/// Every dispatch's uniform parameters, each in its own 256-byte slot of a shared buffer and
+/// written with `queue.write_buffer` (applied at the next submit, before its commands). A fresh
+/// buffer per dispatch (`create_buffer_init`: a buffer, a staging buffer and a copy each) was a
+/// third of a tuning step's wall-clock time on an H100, spent recording. Slots are never reused:
+/// a full arena is replaced (the old one lives on in its bind groups), so no write can overtake
+/// a dispatch that still reads the slot.
+#[derive(Default)]
+struct ParamArena {
+    buffer: Option<wgpu::Buffer>,
+    next: u64,
+}
+
+impl ParamArena {
+    const SLOTS: u64 = 1024;
+
+    /// A slot holding `bytes`: the arena buffer and the slot's offset.
+    fn put(&mut self, gpu: &Gpu, label: &str, bytes: &[u8]) -> (wgpu::Buffer, u64) {
+        let align = (gpu
+            .wgpu_device()
+            .limits()
+            .min_uniform_buffer_offset_alignment as u64)
+            .max(bytes.len() as u64)
+            .next_power_of_two();
+        let size = align * Self::SLOTS;
+        let buffer = match &self.buffer {
+            Some(b) if self.next + align <= b.size() => b.clone(),
+            _ => {
+                self.next = 0;
+                let b = gpu.wgpu_device().create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                self.buffer = Some(b.clone());
+                b
+            }
+        };
+        let at = self.next;
+        gpu.queue().write_buffer(&buffer, at, bytes);
+        self.next += align;
+        (buffer, at)
+    }
 }
 
 impl Shader {
@@ -118,7 +166,11 @@ impl Shader {
                 (entry, p)
             })
             .collect();
-        Self { label, pipelines }
+        Self {
+            label,
+            pipelines,
+            params: Default::default(),
+        }
     }
 
     /// Records one dispatch of `entry` over `groups` workgroups (laid out by [`grid`]; the shader
@@ -133,6 +185,24 @@ impl Shader {
         params: &P,
         groups: (u32, u32),
     ) {
+        let label = self.label;
+        let what = || (format!("{} {entry}", label.trim_end_matches(".wgsl")), 0.0);
+        self.dispatch_named(gpu, encoder, entry, buffers, params, groups, what);
+    }
+
+    /// [`Self::dispatch`] with the name and floating-point operation count the kernel profile
+    /// (`metaprompt bench kernels`) files it under.
+    #[allow(clippy::too_many_arguments)] // dispatch's operands plus the profile's name
+    pub(crate) fn dispatch_named<P: bytemuck::Pod>(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        entry: &str,
+        buffers: &[&wgpu::Buffer],
+        params: &P,
+        groups: (u32, u32),
+        #[allow(unused_variables)] what: impl FnOnce() -> (String, f64),
+    ) {
         let pipeline = &self
             .pipelines
             .iter()
@@ -140,20 +210,26 @@ impl Shader {
             .unwrap_or_else(|| panic!("{} has no entry point {entry}", self.label))
             .1;
         let device = gpu.wgpu_device();
-        use wgpu::util::DeviceExt;
-        let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(self.label),
-            contents: bytemuck::bytes_of(params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
+        let bytes = bytemuck::bytes_of(params);
+        let (uniform, at) = self
+            .params
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put(gpu, self.label, bytes);
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
-            .copied()
-            .chain(std::iter::once(&uniform))
+            .map(|b| b.as_entire_binding())
+            .chain(std::iter::once(wgpu::BindingResource::Buffer(
+                wgpu::BufferBinding {
+                    buffer: &uniform,
+                    offset: at,
+                    size: wgpu::BufferSize::new(bytes.len() as u64),
+                },
+            )))
             .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
+            .map(|(i, resource)| wgpu::BindGroupEntry {
                 binding: i as u32,
-                resource: b.as_entire_binding(),
+                resource,
             })
             .collect();
         let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -161,9 +237,19 @@ impl Shader {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
+        #[cfg(not(target_arch = "wasm32"))]
+        let slot = profile::slot(gpu, what);
+        #[cfg(target_arch = "wasm32")]
+        let slot: Option<(wgpu::QuerySet, u32)> = None;
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(entry),
-            timestamp_writes: None,
+            timestamp_writes: slot
+                .as_ref()
+                .map(|(set, at)| wgpu::ComputePassTimestampWrites {
+                    query_set: set,
+                    beginning_of_pass_write_index: Some(*at),
+                    end_of_pass_write_index: Some(at + 1),
+                }),
         });
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &bind, &[]);

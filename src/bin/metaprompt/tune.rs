@@ -3,6 +3,7 @@
 use burn::tensor::Device;
 use metaprompt::cpu::CpuT5;
 use metaprompt::gpu::Gpu;
+use metaprompt::kernels::profile;
 use metaprompt::kernels::t5::GpuT5;
 use metaprompt::meta::Provenance;
 use metaprompt::model::LoadedModel;
@@ -548,26 +549,11 @@ fn forward_flops(c: &metaprompt::model::T5Config, b: usize, s: usize, t: usize) 
 /// Times prompt-tuning steps at the issue's shape: batch 8, 64 input tokens + 20 prompt tokens,
 /// 4 target tokens (3 + EOS).
 pub fn bench_tune(r: &Runner, steps: usize) -> Result<(), String> {
-    let (b, s_in, l, t) = (8, 64, 20, 4);
+    let (b, s_in, l, t) = BENCH_SHAPE;
     let c = r.model.t5.config.clone();
     let device_name = &r.name;
-    let pairs: Vec<Pair> = (0..b)
-        .map(|i| Pair {
-            input: (0..s_in)
-                .map(|j| 100 + ((i * 131 + j * 17) % 5000) as u32)
-                .collect(),
-            target: vec![1000 + i as u32, 2000, 3000, c.eos_token_id],
-        })
-        .collect();
+    let (pairs, prompt) = bench_batch(r);
     let refs: Vec<&Pair> = pairs.iter().collect();
-    let prompt = SoftPrompt {
-        len: l,
-        dim: c.d_model,
-        values: metaprompt::selfcheck::test_values(l * c.d_model, 1)
-            .iter()
-            .map(|x| x / 4.0)
-            .collect(),
-    };
     let (fwd, attn) = forward_flops(&c, b, s_in + l, t);
     // Input-gradient backward: one matmul per forward matmul, two for attention scores/values
     // (both operands depend on the prompt).
@@ -607,6 +593,96 @@ pub fn bench_tune(r: &Runner, steps: usize) -> Result<(), String> {
         total / 1e9,
         fwd / 1e9,
         total / 1e9 / (median / 1e3)
+    );
+    Ok(())
+}
+
+/// The benchmarks' shape: batch 8, 64 input tokens + 20 prompt tokens, 4 target tokens (3 + EOS).
+const BENCH_SHAPE: (usize, usize, usize, usize) = (8, 64, 20, 4);
+
+/// A fixed batch and prompt at [`BENCH_SHAPE`] (token ids spread over the vocabulary).
+fn bench_batch(r: &Runner) -> (Vec<Pair>, SoftPrompt) {
+    let (b, s_in, l, _) = BENCH_SHAPE;
+    let c = &r.model.t5.config;
+    let pairs: Vec<Pair> = (0..b)
+        .map(|i| Pair {
+            input: (0..s_in)
+                .map(|j| 100 + ((i * 131 + j * 17) % 5000) as u32)
+                .collect(),
+            target: vec![1000 + i as u32, 2000, 3000, c.eos_token_id],
+        })
+        .collect();
+    let prompt = SoftPrompt {
+        len: l,
+        dim: c.d_model,
+        values: metaprompt::selfcheck::test_values(l * c.d_model, 1)
+            .iter()
+            .map(|x| x / 4.0)
+            .collect(),
+    };
+    (pairs, prompt)
+}
+
+/// GPU time per kernel in one tuning step with our WGSL kernels, from timestamp queries: which
+/// kernel (and which matmul shape) the step spends its time in.
+pub fn bench_kernels(r: &Runner, steps: usize) -> Result<(), String> {
+    let Some(Ours::Gpu(_)) = &r.ours else {
+        return Err(format!(
+            "bench kernels times our WGSL kernels; run it with --device wgpu --kernels ours (this \
+             engine is {})",
+            r.name
+        ));
+    };
+    let gpu = pollster::block_on(Gpu::shared()).map_err(|e| e.to_string())?;
+    let (pairs, prompt) = bench_batch(r);
+    let refs: Vec<&Pair> = pairs.iter().collect();
+    let step = || {
+        pollster::block_on(tune::loss_and_grad(r.engine(), &prompt, &refs))
+            .map_err(|e| e.to_string())
+    };
+    step()?;
+    let t0 = Instant::now();
+    for _ in 0..steps {
+        step()?;
+    }
+    let wall = t0.elapsed().as_secs_f64() * 1e3 / steps as f64;
+    profile::start(&gpu)?;
+    for _ in 0..steps {
+        step()?;
+    }
+    let times = pollster::block_on(profile::finish(&gpu)).map_err(|e| e.to_string())?;
+    let n = steps as f64;
+    let gpu_ms: f64 = times.iter().map(|k| k.ms).sum::<f64>() / n;
+    let calls: usize = times.iter().map(|k| k.calls).sum();
+    let (b, s_in, l, t) = BENCH_SHAPE;
+    println!(
+        "bench kernels [{}] batch {b}, {s_in} input + {l} prompt tokens, {t} target tokens, {steps} \
+         steps profiled",
+        r.name
+    );
+    println!(
+        "{:>9} {:>6} {:>6} {:>8}  kernel",
+        "ms/step", "share", "calls", "GFLOP/s"
+    );
+    for k in &times {
+        let rate = if k.flops > 0.0 && k.ms > 0.0 {
+            format!("{:.0}", k.flops / 1e9 / (k.ms / 1e3))
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:>9.3} {:>5.1}% {:>6} {rate:>8}  {}",
+            k.ms / n,
+            100.0 * k.ms / n / gpu_ms,
+            k.calls / steps,
+            k.name
+        );
+    }
+    println!(
+        "kernels: {gpu_ms:.1} ms of GPU time per step in {} dispatches; the step takes {wall:.1} ms \
+         wall-clock unprofiled ({:.0}% of it inside kernels)",
+        calls / steps,
+        100.0 * gpu_ms / wall
     );
     Ok(())
 }
