@@ -59,6 +59,36 @@ fn weight(row: u32, col: u32) -> f32 {
     return (f32(byte) - q.y) * q.x;
 }
 
+// Element `idx` (of BM x BK and BK x BN) of the A and B tiles at K offset k0 into workgroup memory.
+fn load_tiles(idx: u32, m0: u32, n0: u32, k0: u32, k_end: u32) {
+    // A: consecutive invocations read consecutive k of one row.
+    let ak = idx % BK;
+    let am = idx / BK;
+    var va = 0.0;
+    if (m0 + am < p.m && k0 + ak < k_end) {
+        va = a[p.a_off + (m0 + am) * p.lda + k0 + ak];
+    }
+    ta[ak * 16u + am / 4u][am % 4u] = va;
+    // B: consecutive invocations read consecutive bytes of one W row.
+    var vb = 0.0;
+    var bk = 0u;
+    var bn = 0u;
+    if (p.trans == 0u) {
+        bn = idx % BN;
+        bk = idx / BN;
+        if (k0 + bk < k_end && n0 + bn < p.n) {
+            vb = weight(k0 + bk, n0 + bn);
+        }
+    } else {
+        bk = idx % BK;
+        bn = idx / BK;
+        if (k0 + bk < k_end && n0 + bn < p.n) {
+            vb = weight(n0 + bn, k0 + bk);
+        }
+    }
+    tb[bk * 16u + bn / 4u][bn % 4u] = vb;
+}
+
 // Invocation (tx, ty) owns rows 4 ty .. 4 ty + 3 and columns 4 tx .. 4 tx + 3 of the tile.
 @compute @workgroup_size(16, 16)
 fn main(
@@ -84,33 +114,7 @@ fn main(
     var acc3 = vec4<f32>(0.0);
     for (var k0 = k_begin; k0 < k_end; k0 = k0 + BK) {
         for (var e = 0u; e < 4u; e = e + 1u) {
-            let idx = li + e * 256u;
-            // A: consecutive invocations read consecutive k of one row.
-            let ak = idx % BK;
-            let am = idx / BK;
-            var va = 0.0;
-            if (m0 + am < p.m && k0 + ak < k_end) {
-                va = a[p.a_off + (m0 + am) * p.lda + k0 + ak];
-            }
-            ta[ak * 16u + am / 4u][am % 4u] = va;
-            // B: consecutive invocations read consecutive bytes of one W row.
-            var vb = 0.0;
-            var bk = 0u;
-            var bn = 0u;
-            if (p.trans == 0u) {
-                bn = idx % BN;
-                bk = idx / BN;
-                if (k0 + bk < k_end && n0 + bn < p.n) {
-                    vb = weight(k0 + bk, n0 + bn);
-                }
-            } else {
-                bk = idx % BK;
-                bn = idx / BK;
-                if (k0 + bk < k_end && n0 + bn < p.n) {
-                    vb = weight(n0 + bn, k0 + bk);
-                }
-            }
-            tb[bk * 16u + bn / 4u][bn % 4u] = vb;
+            load_tiles(li + e * 256u, m0, n0, k0, k_end);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk = kk + 1u) {
@@ -127,6 +131,94 @@ fn main(
     store(split, m0 + 4u * lid.y + 1u, n0 + 4u * lid.x, acc1);
     store(split, m0 + 4u * lid.y + 2u, n0 + 4u * lid.x, acc2);
     store(split, m0 + 4u * lid.y + 3u, n0 + 4u * lid.x, acc3);
+}
+
+// The same product with an 8 x 8 block per invocation: a workgroup of 8 x 8 invocations covers
+// the same 64 x 64 tile, and each K step reads 4 vec4s from workgroup memory for 16 vec4 FMAs
+// (2 for 4 in `main`). Invocation (tx, ty) owns rows 4 ty + {0..3} and 32 + 4 ty + {0..3}, and
+// the same pattern of columns, so neighbours read neighbouring vec4s. Accumulators are named
+// registers, as in `main`.
+@compute @workgroup_size(8, 8)
+fn main8(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let tiles_n = (p.n + BN - 1u) / BN;
+    let tiles = tiles_n * ((p.m + BM - 1u) / BM);
+    let group = wg.x + wg.y * p.groups_x;
+    if (group >= tiles * p.splits) {
+        return;
+    }
+    let split = group / tiles;
+    let tile = group % tiles;
+    let m0 = (tile / tiles_n) * BM;
+    let n0 = (tile % tiles_n) * BN;
+    let k_begin = split * p.k_chunk;
+    let k_end = min(p.k, k_begin + p.k_chunk);
+    var acc00 = vec4<f32>(0.0);
+    var acc01 = vec4<f32>(0.0);
+    var acc10 = vec4<f32>(0.0);
+    var acc11 = vec4<f32>(0.0);
+    var acc20 = vec4<f32>(0.0);
+    var acc21 = vec4<f32>(0.0);
+    var acc30 = vec4<f32>(0.0);
+    var acc31 = vec4<f32>(0.0);
+    var acc40 = vec4<f32>(0.0);
+    var acc41 = vec4<f32>(0.0);
+    var acc50 = vec4<f32>(0.0);
+    var acc51 = vec4<f32>(0.0);
+    var acc60 = vec4<f32>(0.0);
+    var acc61 = vec4<f32>(0.0);
+    var acc70 = vec4<f32>(0.0);
+    var acc71 = vec4<f32>(0.0);
+    for (var k0 = k_begin; k0 < k_end; k0 = k0 + BK) {
+        for (var e = 0u; e < 16u; e = e + 1u) {
+            let idx = li + e * 64u;
+            load_tiles(idx, m0, n0, k0, k_end);
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk = kk + 1u) {
+            let a0 = ta[kk * 16u + lid.y];
+            let a1 = ta[kk * 16u + 8u + lid.y];
+            let b0 = tb[kk * 16u + lid.x];
+            let b1 = tb[kk * 16u + 8u + lid.x];
+            acc00 = fma(vec4<f32>(a0.x), b0, acc00);
+            acc01 = fma(vec4<f32>(a0.x), b1, acc01);
+            acc10 = fma(vec4<f32>(a0.y), b0, acc10);
+            acc11 = fma(vec4<f32>(a0.y), b1, acc11);
+            acc20 = fma(vec4<f32>(a0.z), b0, acc20);
+            acc21 = fma(vec4<f32>(a0.z), b1, acc21);
+            acc30 = fma(vec4<f32>(a0.w), b0, acc30);
+            acc31 = fma(vec4<f32>(a0.w), b1, acc31);
+            acc40 = fma(vec4<f32>(a1.x), b0, acc40);
+            acc41 = fma(vec4<f32>(a1.x), b1, acc41);
+            acc50 = fma(vec4<f32>(a1.y), b0, acc50);
+            acc51 = fma(vec4<f32>(a1.y), b1, acc51);
+            acc60 = fma(vec4<f32>(a1.z), b0, acc60);
+            acc61 = fma(vec4<f32>(a1.z), b1, acc61);
+            acc70 = fma(vec4<f32>(a1.w), b0, acc70);
+            acc71 = fma(vec4<f32>(a1.w), b1, acc71);
+        }
+        workgroupBarrier();
+    }
+    store(split, m0 + 0u + 4u * lid.y + 0u, n0 + 0u + 4u * lid.x, acc00);
+    store(split, m0 + 0u + 4u * lid.y + 0u, n0 + 32u + 4u * lid.x, acc01);
+    store(split, m0 + 0u + 4u * lid.y + 1u, n0 + 0u + 4u * lid.x, acc10);
+    store(split, m0 + 0u + 4u * lid.y + 1u, n0 + 32u + 4u * lid.x, acc11);
+    store(split, m0 + 0u + 4u * lid.y + 2u, n0 + 0u + 4u * lid.x, acc20);
+    store(split, m0 + 0u + 4u * lid.y + 2u, n0 + 32u + 4u * lid.x, acc21);
+    store(split, m0 + 0u + 4u * lid.y + 3u, n0 + 0u + 4u * lid.x, acc30);
+    store(split, m0 + 0u + 4u * lid.y + 3u, n0 + 32u + 4u * lid.x, acc31);
+    store(split, m0 + 32u + 4u * lid.y + 0u, n0 + 0u + 4u * lid.x, acc40);
+    store(split, m0 + 32u + 4u * lid.y + 0u, n0 + 32u + 4u * lid.x, acc41);
+    store(split, m0 + 32u + 4u * lid.y + 1u, n0 + 0u + 4u * lid.x, acc50);
+    store(split, m0 + 32u + 4u * lid.y + 1u, n0 + 32u + 4u * lid.x, acc51);
+    store(split, m0 + 32u + 4u * lid.y + 2u, n0 + 0u + 4u * lid.x, acc60);
+    store(split, m0 + 32u + 4u * lid.y + 2u, n0 + 32u + 4u * lid.x, acc61);
+    store(split, m0 + 32u + 4u * lid.y + 3u, n0 + 0u + 4u * lid.x, acc70);
+    store(split, m0 + 32u + 4u * lid.y + 3u, n0 + 32u + 4u * lid.x, acc71);
+
 }
 
 fn store(split: u32, gm: u32, gn: u32, v: vec4<f32>) {

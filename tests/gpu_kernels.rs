@@ -64,7 +64,7 @@ fn adapter_report_names_the_adapter() {
 }
 
 use metaprompt::cpu::attention::{Bias, Dims};
-use metaprompt::kernels::matmul::{self, Matmul, QuantMatrix};
+use metaprompt::kernels::matmul::{self, Block, Matmul, QuantMatrix};
 use metaprompt::kernels::{attention as attn, cross_entropy::CrossEntropy, gated_gelu::GatedGelu};
 use metaprompt::model::checkpoint::Stored;
 
@@ -102,7 +102,13 @@ const MATMUL_TOL: f32 = 2e-6;
 #[test]
 fn int8_matmul_matches_reference_forward_and_transposed_on_ragged_shapes() {
     let gpu = gpu();
-    let k = Matmul::new(&gpu);
+    for block in [Block::B4, Block::B8] {
+        int8_matmul_matches_reference_with(&gpu, block);
+    }
+}
+
+fn int8_matmul_matches_reference_with(gpu: &Gpu, block: Block) {
+    let k = Matmul::with_block(gpu, block);
     for (i, &(m, inp, outs)) in [
         (1, 1, &[1][..]),
         (3, 17, &[5, 2][..]),
@@ -128,12 +134,12 @@ fn int8_matmul_matches_reference_forward_and_transposed_on_ragged_shapes() {
             let a = test_values(m * kdim, i as u64 + 7);
             let c = test_values(m * ndim, i as u64 + 9);
             for acc in [None, Some(&c[..])] {
-                let got = pollster::block_on(k.run(&gpu, &a, m, &w, trans, acc)).unwrap();
+                let got = pollster::block_on(k.run(gpu, &a, m, &w, trans, acc)).unwrap();
                 let want = matmul::reference(&a, m, &w, trans, acc);
                 let e = rel_err(&got, &want);
                 assert!(
                     e <= MATMUL_TOL,
-                    "m={m} in={inp} outs={outs:?} trans={trans} acc={}: rel err {e}",
+                    "{block:?} m={m} in={inp} outs={outs:?} trans={trans} acc={}: rel err {e}",
                     acc.is_some()
                 );
             }

@@ -254,6 +254,8 @@ pub fn eval_suite(r: &Runner, args: &EvalArgs) -> Result<(), String> {
     let mut raw = serde_json::Map::new();
     // Per column (zero-shot, then each init) and seed: the sum over tasks, for the average row.
     let mut sums = vec![vec![0.0f64; args.seeds.len()]; args.inits.len() + 1];
+    // Per init: tasks it does not apply to (label words on a task without labels).
+    let mut not_applicable = vec![0usize; args.inits.len()];
     for name in names {
         let d = task_data(&manifest, &args.data, name, args.max_test)?;
         let (metric, zero) = match progress.get(&format!("{name}/zero-shot")) {
@@ -272,7 +274,15 @@ pub fn eval_suite(r: &Runner, args: &EvalArgs) -> Result<(), String> {
         sums[0].iter_mut().for_each(|s| *s += zero);
         let mut wins = 0;
         for (col, init_name) in args.inits.iter().enumerate() {
-            let init = parse_init(init_name, &label_words(d.task))?;
+            let words = label_words(d.task);
+            if init_name == "labels" && words.is_empty() {
+                eprintln!("{name}: no label words, so no `labels` initialisation (n/a)");
+                not_applicable[col] += 1;
+                cells.push("n/a".into());
+                per_init.insert(init_name.clone(), serde_json::Value::Null);
+                continue;
+            }
+            let init = parse_init(init_name, &words)?;
             let id = init_key(init_name, &init);
             let mut values = Vec::new();
             for &seed in &args.seeds {
@@ -353,6 +363,8 @@ pub fn eval_suite(r: &Runner, args: &EvalArgs) -> Result<(), String> {
             let (m, sd) = mean_std(&per_seed);
             if col == 0 {
                 format!("**{:.1}**", m * 100.0)
+            } else if not_applicable[col - 1] > 0 {
+                "n/a".into()
             } else {
                 format!("**{:.1} ± {:.1}**", m * 100.0, sd * 100.0)
             }
@@ -360,10 +372,16 @@ pub fn eval_suite(r: &Runner, args: &EvalArgs) -> Result<(), String> {
         .collect();
     md.push_str(&format!("| **average** | | {} |\n", avg.join(" | ")));
     let beat: usize = rows.iter().map(|r| r.3).sum();
+    let pairs = rows.len() * args.inits.len() - not_applicable.iter().sum::<usize>();
     md.push_str(&format!(
-        "\nPT beats zero-shot in {beat} of {} (task, initialisation) pairs.\n",
-        rows.len() * args.inits.len()
+        "\nPT beats zero-shot in {beat} of {pairs} (task, initialisation) pairs.\n"
     ));
+    if not_applicable.iter().any(|&n| n > 0) {
+        md.push_str(
+            "\nn/a: the `labels` initialisation embeds the task's label words; generation and \
+             question-answering tasks have none.\n",
+        );
+    }
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
