@@ -59,6 +59,24 @@ fn weight(row: u32, col: u32) -> f32 {
     return (f32(byte) - q.y) * q.x;
 }
 
+// Output tiles of the product; `main` and `main8` run one workgroup per (tile, K chunk).
+fn tile_count() -> u32 {
+    return ((p.n + BN - 1u) / BN) * ((p.m + BM - 1u) / BM);
+}
+
+struct Tile {
+    split: u32,
+    m0: u32,
+    n0: u32,
+}
+
+// Workgroup `group`'s K chunk and the first row and column of its output tile.
+fn tile_of(group: u32) -> Tile {
+    let tiles_n = (p.n + BN - 1u) / BN;
+    let tile = group % tile_count();
+    return Tile(group / tile_count(), (tile / tiles_n) * BM, (tile % tiles_n) * BN);
+}
+
 // Element `idx` (of BM x BK and BK x BN) of the A and B tiles at K offset k0 into workgroup memory.
 fn load_tiles(idx: u32, m0: u32, n0: u32, k0: u32, k_end: u32) {
     // A: consecutive invocations read consecutive k of one row.
@@ -96,16 +114,14 @@ fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let tiles_n = (p.n + BN - 1u) / BN;
-    let tiles = tiles_n * ((p.m + BM - 1u) / BM);
     let group = wg.x + wg.y * p.groups_x;
-    if (group >= tiles * p.splits) {
+    if (group >= tile_count() * p.splits) {
         return;
     }
-    let split = group / tiles;
-    let tile = group % tiles;
-    let m0 = (tile / tiles_n) * BM;
-    let n0 = (tile % tiles_n) * BN;
+    let t = tile_of(group);
+    let split = t.split;
+    let m0 = t.m0;
+    let n0 = t.n0;
     let k_begin = split * p.k_chunk;
     let k_end = min(p.k, k_begin + p.k_chunk);
     var acc0 = vec4<f32>(0.0);
@@ -144,16 +160,14 @@ fn main8(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let tiles_n = (p.n + BN - 1u) / BN;
-    let tiles = tiles_n * ((p.m + BM - 1u) / BM);
     let group = wg.x + wg.y * p.groups_x;
-    if (group >= tiles * p.splits) {
+    if (group >= tile_count() * p.splits) {
         return;
     }
-    let split = group / tiles;
-    let tile = group % tiles;
-    let m0 = (tile / tiles_n) * BM;
-    let n0 = (tile % tiles_n) * BN;
+    let t = tile_of(group);
+    let split = t.split;
+    let m0 = t.m0;
+    let n0 = t.n0;
     let k_begin = split * p.k_chunk;
     let k_end = min(p.k, k_begin + p.k_chunk);
     var acc00 = vec4<f32>(0.0);

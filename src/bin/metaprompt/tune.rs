@@ -273,8 +273,8 @@ pub fn eval_suite(r: &Runner, args: &EvalArgs) -> Result<(), String> {
         per_init.insert("zero-shot".into(), serde_json::json!(zero));
         sums[0].iter_mut().for_each(|s| *s += zero);
         let mut wins = 0;
+        let words = label_words(d.task);
         for (col, init_name) in args.inits.iter().enumerate() {
-            let words = label_words(d.task);
             if init_name == "labels" && words.is_empty() {
                 eprintln!("{name}: no label words, so no `labels` initialisation (n/a)");
                 not_applicable[col] += 1;
@@ -577,22 +577,19 @@ pub fn bench_tune(r: &Runner, steps: usize) -> Result<(), String> {
     // (both operands depend on the prompt).
     let total = 2.0 * fwd + attn;
     let warm = Instant::now();
-    pollster::block_on(tune::loss_and_grad(r.engine(), &prompt, &refs))
-        .map_err(|e| e.to_string())?;
+    bench_step(r, &prompt, &refs)?;
     println!("warm-up step {:.0} ms", warm.elapsed().as_secs_f64() * 1e3);
     let mut ms = Vec::new();
     for _ in 0..steps {
         let t0 = Instant::now();
-        pollster::block_on(tune::loss_and_grad(r.engine(), &prompt, &refs))
-            .map_err(|e| e.to_string())?;
+        bench_step(r, &prompt, &refs)?;
         ms.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     ms.sort_by(|a, b| a.total_cmp(b));
     let median = ms[ms.len() / 2];
     if let Some(Ours::Gpu(t5)) = &r.ours {
         t5.reset_step_bytes();
-        pollster::block_on(tune::loss_and_grad(r.engine(), &prompt, &refs))
-            .map_err(|e| e.to_string())?;
+        bench_step(r, &prompt, &refs)?;
         println!(
             "GPU memory (ours): weights {:.1} MiB (int8), one step's buffers {:.1} MiB; the \
              same matrices as f32 (burn's generic path) take {:.1} MiB before any activation",
@@ -641,6 +638,13 @@ fn bench_batch(r: &Runner) -> (Vec<Pair>, SoftPrompt) {
     (pairs, prompt)
 }
 
+/// One tuning step (loss and prompt gradient) on the benchmark batch.
+fn bench_step(r: &Runner, prompt: &SoftPrompt, refs: &[&Pair]) -> Result<(), String> {
+    pollster::block_on(tune::loss_and_grad(r.engine(), prompt, refs))
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 /// GPU time per kernel in one tuning step with our WGSL kernels, from timestamp queries: which
 /// kernel (and which matmul shape) the step spends its time in.
 pub fn bench_kernels(r: &Runner, steps: usize) -> Result<(), String> {
@@ -654,10 +658,7 @@ pub fn bench_kernels(r: &Runner, steps: usize) -> Result<(), String> {
     let gpu = pollster::block_on(Gpu::shared()).map_err(|e| e.to_string())?;
     let (pairs, prompt) = bench_batch(r);
     let refs: Vec<&Pair> = pairs.iter().collect();
-    let step = || {
-        pollster::block_on(tune::loss_and_grad(r.engine(), &prompt, &refs))
-            .map_err(|e| e.to_string())
-    };
+    let step = || bench_step(r, &prompt, &refs);
     step()?;
     let t0 = Instant::now();
     for _ in 0..steps {
