@@ -273,3 +273,138 @@ fn reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     }
     write_c(i / p.n, i % p.n, x);
 }
+
+// CPU adapters (lavapipe): no workgroup memory, no barriers. A workgroup is one SIMD vector of 8
+// invocations; invocation i owns columns n0 + 4 i .. + 3 (one u32 of weight bytes per K step) of
+// 8 rows, whose activations every invocation shares (uniform loads: one scalar load, broadcast).
+// Needs W rows of a multiple of 4 bytes (`w_cols % 4 == 0`) and trans = 0.
+const RROWS: u32 = 8u;
+const RCOLS: u32 = 32u;
+
+@compute @workgroup_size(8)
+fn main_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let group = wg.x + wg.y * p.groups_x;
+    let tiles_n = (p.n + RCOLS - 1u) / RCOLS;
+    let tiles = tiles_n * ((p.m + RROWS - 1u) / RROWS);
+    if (group >= tiles) {
+        return;
+    }
+    let m0 = (group / tiles_n) * RROWS;
+    let n = (group % tiles_n) * RCOLS + 4u * lid.x;
+    // Columns past n read the last full word (their sums are never stored).
+    let col = min(n, p.w_cols - 4u);
+    let q0 = quant[col];
+    let q1 = quant[col + 1u];
+    let q2 = quant[col + 2u];
+    let q3 = quant[col + 3u];
+    let s = vec4<f32>(q0.x, q1.x, q2.x, q3.x);
+    let zs = -vec4<f32>(q0.y, q1.y, q2.y, q3.y) * s;
+    let last = p.m - 1u;
+    let r0 = p.a_off + min(m0, last) * p.lda;
+    let r1 = p.a_off + min(m0 + 1u, last) * p.lda;
+    let r2 = p.a_off + min(m0 + 2u, last) * p.lda;
+    let r3 = p.a_off + min(m0 + 3u, last) * p.lda;
+    let r4 = p.a_off + min(m0 + 4u, last) * p.lda;
+    let r5 = p.a_off + min(m0 + 5u, last) * p.lda;
+    let r6 = p.a_off + min(m0 + 6u, last) * p.lda;
+    let r7 = p.a_off + min(m0 + 7u, last) * p.lda;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    var wi = col / 4u;
+    let wstep = p.w_cols / 4u;
+    for (var k = 0u; k < p.k; k = k + 1u) {
+        let word = w[wi];
+        wi = wi + wstep;
+        let b = fma(vec4<f32>(
+            f32(word & 0xffu),
+            f32((word >> 8u) & 0xffu),
+            f32((word >> 16u) & 0xffu),
+            f32(word >> 24u),
+        ), s, zs);
+        acc0 = fma(vec4<f32>(a[r0 + k]), b, acc0);
+        acc1 = fma(vec4<f32>(a[r1 + k]), b, acc1);
+        acc2 = fma(vec4<f32>(a[r2 + k]), b, acc2);
+        acc3 = fma(vec4<f32>(a[r3 + k]), b, acc3);
+        acc4 = fma(vec4<f32>(a[r4 + k]), b, acc4);
+        acc5 = fma(vec4<f32>(a[r5 + k]), b, acc5);
+        acc6 = fma(vec4<f32>(a[r6 + k]), b, acc6);
+        acc7 = fma(vec4<f32>(a[r7 + k]), b, acc7);
+    }
+    store(0u, m0, n, acc0);
+    store(0u, m0 + 1u, n, acc1);
+    store(0u, m0 + 2u, n, acc2);
+    store(0u, m0 + 3u, n, acc3);
+    store(0u, m0 + 4u, n, acc4);
+    store(0u, m0 + 5u, n, acc5);
+    store(0u, m0 + 6u, n, acc6);
+    store(0u, m0 + 7u, n, acc7);
+}
+
+// `main_rows` for the input gradient dy W^T, reading a transposed copy of the weight bytes
+// (`w` holds W^T: row k of the product is W column k, `w_cols` bytes per row, a multiple of 4).
+// W's scale and zero point belong to W columns, so here they vary with K and are applied per K
+// step (uniform loads).
+@compute @workgroup_size(8)
+fn main_rows_t(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let group = wg.x + wg.y * p.groups_x;
+    let tiles_n = (p.n + RCOLS - 1u) / RCOLS;
+    let tiles = tiles_n * ((p.m + RROWS - 1u) / RROWS);
+    if (group >= tiles) {
+        return;
+    }
+    let m0 = (group / tiles_n) * RROWS;
+    let n = (group % tiles_n) * RCOLS + 4u * lid.x;
+    let col = min(n, p.w_cols - 4u);
+    let last = p.m - 1u;
+    let r0 = p.a_off + min(m0, last) * p.lda;
+    let r1 = p.a_off + min(m0 + 1u, last) * p.lda;
+    let r2 = p.a_off + min(m0 + 2u, last) * p.lda;
+    let r3 = p.a_off + min(m0 + 3u, last) * p.lda;
+    let r4 = p.a_off + min(m0 + 4u, last) * p.lda;
+    let r5 = p.a_off + min(m0 + 5u, last) * p.lda;
+    let r6 = p.a_off + min(m0 + 6u, last) * p.lda;
+    let r7 = p.a_off + min(m0 + 7u, last) * p.lda;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    var wi = col / 4u;
+    let wstep = p.w_cols / 4u;
+    for (var k = 0u; k < p.k; k = k + 1u) {
+        let word = w[wi];
+        wi = wi + wstep;
+        let q = quant[k];
+        let b = (vec4<f32>(
+            f32(word & 0xffu),
+            f32((word >> 8u) & 0xffu),
+            f32((word >> 16u) & 0xffu),
+            f32(word >> 24u),
+        ) - q.y) * q.x;
+        acc0 = fma(vec4<f32>(a[r0 + k]), b, acc0);
+        acc1 = fma(vec4<f32>(a[r1 + k]), b, acc1);
+        acc2 = fma(vec4<f32>(a[r2 + k]), b, acc2);
+        acc3 = fma(vec4<f32>(a[r3 + k]), b, acc3);
+        acc4 = fma(vec4<f32>(a[r4 + k]), b, acc4);
+        acc5 = fma(vec4<f32>(a[r5 + k]), b, acc5);
+        acc6 = fma(vec4<f32>(a[r6 + k]), b, acc6);
+        acc7 = fma(vec4<f32>(a[r7 + k]), b, acc7);
+    }
+    store(0u, m0, n, acc0);
+    store(0u, m0 + 1u, n, acc1);
+    store(0u, m0 + 2u, n, acc2);
+    store(0u, m0 + 3u, n, acc3);
+    store(0u, m0 + 4u, n, acc4);
+    store(0u, m0 + 5u, n, acc5);
+    store(0u, m0 + 6u, n, acc6);
+    store(0u, m0 + 7u, n, acc7);
+}

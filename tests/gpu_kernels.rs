@@ -102,7 +102,7 @@ const MATMUL_TOL: f32 = 2e-6;
 #[test]
 fn int8_matmul_matches_reference_forward_and_transposed_on_ragged_shapes() {
     let gpu = gpu();
-    for block in [Block::B4, Block::B8] {
+    for block in [Block::B4, Block::B8, Block::Rows] {
         int8_matmul_matches_reference_with(&gpu, block);
     }
 }
@@ -114,6 +114,9 @@ fn int8_matmul_matches_reference_with(gpu: &Gpu, block: Block) {
         (3, 17, &[5, 2][..]),
         (70, 65, &[130][..]),
         (129, 512, &[67, 64, 3][..]),
+        // Block::Rows runs where W's rows (x W) or columns (dy W^T) are a multiple of 4 bytes:
+        // 9 rows and 40 columns leave both its 8-row and 32-column tiles ragged.
+        (9, 36, &[40][..]),
         // Split-K: few output tiles over a long K, forward (K = 1000) and transposed (K = 1500,
         // a ragged last chunk).
         (33, 1000, &[70][..]),

@@ -85,16 +85,37 @@ impl QuantMatrix {
             .collect()
     }
 
-    pub fn upload(&self, gpu: &Gpu, tensor: &'static str) -> Result<GpuQuant, KernelError> {
-        let mut words = vec![0u32; self.bytes.len().div_ceil(4)];
-        for (i, &b) in self.bytes.iter().enumerate() {
-            words[i / 4] |= (b as u32) << (8 * (i % 4));
-        }
+    /// Uploads the bytes (and, for [`Block::Rows`], a transposed copy for `dy W^T`).
+    pub fn upload(
+        &self,
+        gpu: &Gpu,
+        tensor: &'static str,
+        block: Block,
+    ) -> Result<GpuQuant, KernelError> {
+        let words = |bytes: &[u8]| {
+            let mut words = vec![0u32; bytes.len().div_ceil(4)];
+            for (i, &b) in bytes.iter().enumerate() {
+                words[i / 4] |= (b as u32) << (8 * (i % 4));
+            }
+            words
+        };
+        let transposed = if block == Block::Rows && self.rows.is_multiple_of(4) {
+            let mut t = vec![0u8; self.bytes.len()];
+            for (i, row) in self.bytes.chunks_exact(self.cols).enumerate() {
+                for (j, &b) in row.iter().enumerate() {
+                    t[j * self.rows + i] = b;
+                }
+            }
+            Some(upload(gpu, tensor, &words(&t))?)
+        } else {
+            None
+        };
         Ok(GpuQuant {
             rows: self.rows,
             cols: self.cols,
-            bytes: upload(gpu, tensor, &words)?,
+            bytes: upload(gpu, tensor, &words(&self.bytes))?,
             quant: upload(gpu, tensor, &self.quant)?,
+            transposed,
         })
     }
 }
@@ -105,6 +126,8 @@ pub struct GpuQuant {
     pub cols: usize,
     bytes: wgpu::Buffer,
     quant: wgpu::Buffer,
+    /// W^T's bytes (`[cols, rows]`), for [`Block::Rows`]'s `dy W^T`.
+    transposed: Option<wgpu::Buffer>,
 }
 
 /// An f32 matrix inside a buffer: element (i, j) at `offset + i * stride + j`.
@@ -161,6 +184,8 @@ pub enum Block {
     B4,
     /// 8 x 8 outputs, 64 invocations per workgroup (entry point `main8`).
     B8,
+    /// CPU adapters: 8 rows x 4 columns per invocation, no workgroup memory (`main_rows`).
+    Rows,
 }
 
 impl Block {
@@ -168,6 +193,7 @@ impl Block {
         match self {
             Block::B4 => "main",
             Block::B8 => "main8",
+            Block::Rows => "main_rows",
         }
     }
 
@@ -183,6 +209,7 @@ impl Block {
             match v.as_str() {
                 "4x4" => return Block::B4,
                 "8x8" => return Block::B8,
+                "rows" => return Block::Rows,
                 _ => eprintln!(
                     "METAPROMPT_MATMUL_BLOCK={v:?}: expected 4x4 or 8x8; using the default"
                 ),
@@ -240,7 +267,7 @@ impl Matmul {
                 "matmul_q8.wgsl",
                 SHADER,
                 &[Read, Read, Read, ReadWrite, ReadWrite],
-                &["main", "main8", "reduce"],
+                &["main", "main8", "reduce", "main_rows", "main_rows_t"],
             ),
             scratch: Default::default(),
         }
@@ -281,6 +308,46 @@ impl Matmul {
         if m == 0 || n == 0 {
             return;
         }
+        let rows_bytes = match (self.block, trans) {
+            (Block::Rows, false) if w.cols.is_multiple_of(4) => Some(&w.bytes),
+            (Block::Rows, true) => w.transposed.as_ref(),
+            _ => None,
+        };
+        if let Some(bytes) = rows_bytes {
+            let groups = grid((m.div_ceil(8) * n.div_ceil(32)) as u32);
+            let params = Params {
+                m: m as u32,
+                n: n as u32,
+                k: k as u32,
+                lda: a.stride as u32,
+                a_off: a.offset as u32,
+                ldc: c.stride as u32,
+                c_off: c.offset as u32,
+                w_cols: n as u32,
+                trans: trans as u32,
+                accumulate: accumulate as u32,
+                groups_x: groups.0,
+                splits: 1,
+                k_chunk: k as u32,
+                _pad: [0; 3],
+            };
+            let scratch = self.scratch(gpu, 1);
+            let buffers = [a.buf, bytes, &w.quant, c.buf, &scratch];
+            let what = || {
+                let op = if trans { "dy W^T" } else { "x W" };
+                let name = format!("matmul_q8 rows {op} [{m}x{k}]·[{k}x{n}]");
+                (name, 2.0 * (m * n * k) as f64)
+            };
+            let entry = if trans { "main_rows_t" } else { "main_rows" };
+            self.shader
+                .dispatch_named(gpu, enc, entry, &buffers, &params, groups, what);
+            return;
+        }
+        let block = if self.block == Block::Rows {
+            Block::B8
+        } else {
+            self.block
+        };
         let (splits, k_chunk) = split_k(m, n, k);
         let groups = grid((m.div_ceil(TILE) * n.div_ceil(TILE) * splits) as u32);
         let mut params = Params {
@@ -306,15 +373,8 @@ impl Matmul {
             let name = format!("matmul_q8 {op} [{m}x{k}]·[{k}x{n}]");
             (name, 2.0 * (m * n * k) as f64)
         };
-        self.shader.dispatch_named(
-            gpu,
-            enc,
-            self.block.entry(),
-            &buffers,
-            &params,
-            groups,
-            what,
-        );
+        self.shader
+            .dispatch_named(gpu, enc, block.entry(), &buffers, &params, groups, what);
         if splits > 1 {
             let groups = groups_for(m * n, 256);
             params.groups_x = groups.0;
@@ -340,7 +400,7 @@ impl Matmul {
             (w.rows, w.cols)
         };
         super::check_len("a", a.len(), m * k, format!("a must be [{m}, {k}]"))?;
-        let wq = w.upload(gpu, "w")?;
+        let wq = w.upload(gpu, "w", self.block)?;
         let ab = upload(gpu, "a", a)?;
         let cb = match c {
             Some(c) => {

@@ -7,7 +7,7 @@
 use super::attention::{AttentionKernel, GpuBias, KeyValues};
 use super::cross_entropy::CrossEntropy;
 use super::gated_gelu::GatedGelu;
-use super::matmul::{GpuQuant, Mat, Matmul, QuantMatrix};
+use super::matmul::{Block, GpuQuant, Mat, Matmul, QuantMatrix};
 use super::rms_norm::RmsNormKernel;
 use super::{KernelError, read_back, upload, zeros};
 use crate::cpu::attention::Dims;
@@ -127,6 +127,7 @@ impl GpuT5 {
         let d = c.d_model;
         let bytes = std::cell::Cell::new(0u64);
         let elements = std::cell::Cell::new(0u64);
+        let block = Block::for_adapter(gpu);
         let fused = |names: &[String], inp: usize, scale: f32| -> Result<GpuQuant, GpuT5Error> {
             let stored = names
                 .iter()
@@ -135,7 +136,7 @@ impl GpuT5 {
             let m = QuantMatrix::fuse(&stored, inp, scale)?;
             bytes.set(bytes.get() + (m.bytes.len() + 8 * m.quant.len()) as u64);
             elements.set(elements.get() + m.bytes.len() as u64);
-            Ok(m.upload(gpu, "weight")?)
+            Ok(m.upload(gpu, "weight", block)?)
         };
         let linear = |p: &str, parts: &[&str], inp: usize| {
             let names: Vec<String> = parts.iter().map(|s| format!("{p}.{s}.weight")).collect();
@@ -198,7 +199,7 @@ impl GpuT5 {
             config: c.clone(),
             gpu: gpu.clone(),
             k: Kernels {
-                matmul: Matmul::new(gpu),
+                matmul: Matmul::with_block(gpu, block),
                 attention: AttentionKernel::new(gpu),
                 norm: RmsNormKernel::new(gpu),
                 gelu: GatedGelu::new(gpu),
