@@ -114,8 +114,9 @@ fn int8_matmul_matches_reference_with(gpu: &Gpu, block: Block) {
         (3, 17, &[5, 2][..]),
         (70, 65, &[130][..]),
         (129, 512, &[67, 64, 3][..]),
-        // Block::Rows runs where W's rows (x W) or columns (dy W^T) are a multiple of 4 bytes:
-        // 9 rows and 40 columns leave both its 8-row and 32-column tiles ragged.
+        // Block::Rows (shaders/matmul_q8_rows.wgsl) takes products whose K and n are multiples
+        // of 4 (the others run main8): 9 and 5 rows, 40, 36 and 1500 columns leave its 8-row and
+        // 32-column tiles ragged.
         (9, 36, &[40][..]),
         // Split-K: few output tiles over a long K, forward (K = 1000) and transposed (K = 1500,
         // a ragged last chunk).

@@ -10,6 +10,8 @@ use crate::model::checkpoint::Stored;
 use burn::tensor::wgpu::wgpu;
 
 pub const SHADER: &str = include_str!("../../shaders/matmul_q8.wgsl");
+/// The same product for CPU adapters ([`Block::Rows`]).
+pub const ROWS_SHADER: &str = include_str!("../../shaders/matmul_q8_rows.wgsl");
 
 /// A weight `[rows, cols]` (`[in, out]`) as unsigned bytes, dequantised as
 /// `(byte - zero) * scale` with one `[scale, zero]` per column.
@@ -130,6 +132,14 @@ pub struct GpuQuant {
     transposed: Option<wgpu::Buffer>,
 }
 
+impl GpuQuant {
+    /// Bytes this weight holds on the GPU (the transposed copy included).
+    pub fn gpu_bytes(&self) -> u64 {
+        let t = self.transposed.as_ref().map_or(0, |b| b.size());
+        self.bytes.size() + self.quant.size() + t
+    }
+}
+
 /// An f32 matrix inside a buffer: element (i, j) at `offset + i * stride + j`.
 #[derive(Clone, Copy)]
 pub struct Mat<'a> {
@@ -175,6 +185,23 @@ struct Params {
     _pad: [u32; 3],
 }
 
+/// `shaders/matmul_q8_rows.wgsl`'s parameters.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct RowsParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    lda: u32,
+    a_off: u32,
+    ldc: u32,
+    c_off: u32,
+    w_cols: u32,
+    accumulate: u32,
+    groups_x: u32,
+    _pad: [u32; 2],
+}
+
 /// How many outputs one invocation of `shaders/matmul_q8.wgsl` accumulates: both cover a 64 x 64
 /// tile per workgroup; 8 x 8 reads half as much workgroup memory per FMA with a quarter of the
 /// invocations.
@@ -184,7 +211,9 @@ pub enum Block {
     B4,
     /// 8 x 8 outputs, 64 invocations per workgroup (entry point `main8`).
     B8,
-    /// CPU adapters: 8 rows x 4 columns per invocation, no workgroup memory (`main_rows`).
+    /// CPU adapters: 8 rows x 4 columns per invocation, 8 invocations per workgroup, no
+    /// workgroup memory (`shaders/matmul_q8_rows.wgsl`). Products it cannot take (a row stride,
+    /// offset, K or byte row not a multiple of 4) run `main8`.
     Rows,
 }
 
@@ -193,16 +222,17 @@ impl Block {
         match self {
             Block::B4 => "main",
             Block::B8 => "main8",
-            Block::Rows => "main_rows",
+            Block::Rows => "main8",
         }
     }
 
     /// The block for an adapter. Measured with `bench kernels` at the tuning step's shapes: on an
     /// H100, 4 x 4 runs the [672 x 512] x [512 x 2048] product at 10.1 TFLOP/s against 4.2 for
-    /// 8 x 8 (a quarter of the invocations leaves the GPU short of warps); on lavapipe (CPU)
-    /// 8 x 8 is 1.4-1.8x faster (fewer gathers from workgroup memory per FMA). So 8 x 8 on CPU
-    /// adapters, 4 x 4 on GPUs. `METAPROMPT_MATMUL_BLOCK=4x4|8x8` (native) overrides it for
-    /// benchmarks.
+    /// 8 x 8 (a quarter of the invocations leaves the GPU short of warps). On lavapipe (CPU) the
+    /// same product takes 2.5 s per step with 8 x 8 (4 GFLOP/s: every workgroup-memory access is a
+    /// loop over the SIMD lanes, every barrier a coroutine switch) and 0.8 s with `Rows`
+    /// (14 GFLOP/s). So `Rows` on CPU (fallback) adapters, 4 x 4 on GPUs.
+    /// `METAPROMPT_MATMUL_BLOCK=4x4|8x8|rows` (native) overrides it for benchmarks.
     pub fn for_adapter(gpu: &Gpu) -> Self {
         #[cfg(not(target_arch = "wasm32"))]
         if let Ok(v) = std::env::var("METAPROMPT_MATMUL_BLOCK") {
@@ -211,12 +241,12 @@ impl Block {
                 "8x8" => return Block::B8,
                 "rows" => return Block::Rows,
                 _ => eprintln!(
-                    "METAPROMPT_MATMUL_BLOCK={v:?}: expected 4x4 or 8x8; using the default"
+                    "METAPROMPT_MATMUL_BLOCK={v:?}: expected 4x4, 8x8 or rows; using the default"
                 ),
             }
         }
         if gpu.report().is_fallback {
-            Block::B8
+            Block::Rows
         } else {
             Block::B4
         }
@@ -225,6 +255,7 @@ impl Block {
 
 pub struct Matmul {
     shader: Shader,
+    rows: Option<Shader>,
     block: Block,
     /// Split-K's partial products, shared by every product: dispatches run in recording order,
     /// so one product's `reduce` has read it before the next `main` writes it. Grown on demand
@@ -267,8 +298,17 @@ impl Matmul {
                 "matmul_q8.wgsl",
                 SHADER,
                 &[Read, Read, Read, ReadWrite, ReadWrite],
-                &["main", "main8", "reduce", "main_rows", "main_rows_t"],
+                &["main", "main8", "reduce"],
             ),
+            rows: (block == Block::Rows).then(|| {
+                Shader::new(
+                    gpu,
+                    "matmul_q8_rows.wgsl",
+                    ROWS_SHADER,
+                    &[Read, Read, Read, ReadWrite],
+                    &["main", "main_t"],
+                )
+            }),
             scratch: Default::default(),
         }
     }
@@ -308,14 +348,16 @@ impl Matmul {
         if m == 0 || n == 0 {
             return;
         }
-        let rows_bytes = match (self.block, trans) {
-            (Block::Rows, false) if w.cols.is_multiple_of(4) => Some(&w.bytes),
-            (Block::Rows, true) => w.transposed.as_ref(),
-            _ => None,
+        let rows_bytes = match (trans, &w.transposed) {
+            (false, _) => Some(&w.bytes),
+            (true, t) => t.as_ref(),
         };
-        if let Some(bytes) = rows_bytes {
+        let fits = [a.offset, a.stride, k, n]
+            .iter()
+            .all(|v| v.is_multiple_of(4));
+        if let (Some(rows), Some(bytes), true) = (&self.rows, rows_bytes, fits) {
             let groups = grid((m.div_ceil(8) * n.div_ceil(32)) as u32);
-            let params = Params {
+            let params = RowsParams {
                 m: m as u32,
                 n: n as u32,
                 k: k as u32,
@@ -324,30 +366,20 @@ impl Matmul {
                 ldc: c.stride as u32,
                 c_off: c.offset as u32,
                 w_cols: n as u32,
-                trans: trans as u32,
                 accumulate: accumulate as u32,
                 groups_x: groups.0,
-                splits: 1,
-                k_chunk: k as u32,
-                _pad: [0; 3],
+                _pad: [0; 2],
             };
-            let scratch = self.scratch(gpu, 1);
-            let buffers = [a.buf, bytes, &w.quant, c.buf, &scratch];
+            let buffers = [a.buf, bytes, &w.quant, c.buf];
             let what = || {
                 let op = if trans { "dy W^T" } else { "x W" };
-                let name = format!("matmul_q8 rows {op} [{m}x{k}]·[{k}x{n}]");
+                let name = format!("matmul_q8_rows {op} [{m}x{k}]·[{k}x{n}]");
                 (name, 2.0 * (m * n * k) as f64)
             };
-            let entry = if trans { "main_rows_t" } else { "main_rows" };
-            self.shader
-                .dispatch_named(gpu, enc, entry, &buffers, &params, groups, what);
+            let entry = if trans { "main_t" } else { "main" };
+            rows.dispatch_named(gpu, enc, entry, &buffers, &params, groups, what);
             return;
         }
-        let block = if self.block == Block::Rows {
-            Block::B8
-        } else {
-            self.block
-        };
         let (splits, k_chunk) = split_k(m, n, k);
         let groups = grid((m.div_ceil(TILE) * n.div_ceil(TILE) * splits) as u32);
         let mut params = Params {
@@ -373,8 +405,15 @@ impl Matmul {
             let name = format!("matmul_q8 {op} [{m}x{k}]·[{k}x{n}]");
             (name, 2.0 * (m * n * k) as f64)
         };
-        self.shader
-            .dispatch_named(gpu, enc, block.entry(), &buffers, &params, groups, what);
+        self.shader.dispatch_named(
+            gpu,
+            enc,
+            self.block.entry(),
+            &buffers,
+            &params,
+            groups,
+            what,
+        );
         if splits > 1 {
             let groups = groups_for(m * n, 256);
             params.groups_x = groups.0;

@@ -134,9 +134,10 @@ impl GpuT5 {
                 .map(|n| Ok((n.as_str(), ckpt.stored(n)?)))
                 .collect::<Result<Vec<_>, CheckpointError>>()?;
             let m = QuantMatrix::fuse(&stored, inp, scale)?;
-            bytes.set(bytes.get() + (m.bytes.len() + 8 * m.quant.len()) as u64);
             elements.set(elements.get() + m.bytes.len() as u64);
-            Ok(m.upload(gpu, "weight", block)?)
+            let up = m.upload(gpu, "weight", block)?;
+            bytes.set(bytes.get() + up.gpu_bytes());
+            Ok(up)
         };
         let linear = |p: &str, parts: &[&str], inp: usize| {
             let names: Vec<String> = parts.iter().map(|s| format!("{p}.{s}.weight")).collect();

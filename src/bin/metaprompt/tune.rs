@@ -591,7 +591,7 @@ pub fn bench_tune(r: &Runner, steps: usize) -> Result<(), String> {
         t5.reset_step_bytes();
         bench_step(r, &prompt, &refs)?;
         println!(
-            "GPU memory (ours): weights {:.1} MiB (int8), one step's buffers {:.1} MiB; the \
+            "GPU memory (ours): weights {:.1} MiB (int8; CPU adapters add a transposed copy), one step's buffers {:.1} MiB; the \
              same matrices as f32 (burn's generic path) take {:.1} MiB before any activation",
             t5.weight_bytes as f64 / 1048576.0,
             t5.step_bytes() as f64 / 1048576.0,
