@@ -46,13 +46,15 @@ fn two_contenders_train_side_by_side_on_pasted_examples() {
     assert_eq!(pasted.rejected[0].line, 5);
     assert_eq!(pasted.labels, ["positive", "negative"]);
 
+    // The tiny random model's landscape is rough: at lr 1 the curve swings with the last bit of
+    // the arithmetic (it rose on one machine and fell on another); at 0.05 it descends.
     let settings = Settings {
         k_per_class: 3,
         prompt_len: 4,
-        steps: 20,
-        lr: 1.0,
+        steps: 40,
+        lr: 0.05,
         batch_size: 4,
-        eval_every: 10,
+        eval_every: 20,
         ..Settings::default()
     };
     settings.check().unwrap();
@@ -83,16 +85,22 @@ fn two_contenders_train_side_by_side_on_pasted_examples() {
         }
     });
     for log in &logs {
-        assert_eq!(log.losses.len(), 20);
+        assert_eq!(log.losses.len(), settings.steps);
         let mean = |s: &[(usize, f32)]| s.iter().map(|x| x.1).sum::<f32>() / s.len() as f32;
-        let (first, last) = (mean(&log.losses[..4]), mean(&log.losses[16..]));
+        let (first, last) = (
+            mean(&log.losses[..4]),
+            mean(&log.losses[settings.steps - 4..]),
+        );
+        // At least half a nat lower: the tiny random model starts near 12 and its floor is
+        // about ln(32128) = 10.4, so a relative bound sits too close to the floor.
         assert!(
-            last < 0.9 * first,
-            "{}: loss {first} -> {last}",
-            log.init.label()
+            last < first - 0.5,
+            "{}: loss {first} -> {last} {:?}",
+            log.init.label(),
+            log.losses
         );
         let steps: Vec<usize> = log.accuracy.iter().map(|a| a.0).collect();
-        assert_eq!(steps, [0, 10, 20]);
+        assert_eq!(steps, [0, settings.eval_every, settings.steps]);
         assert_eq!(log.predictions.len(), 4);
         assert!(log.predictions.iter().all(|p| pasted.labels.contains(p)));
         assert!(log.ms_per_step().unwrap() > 0.0);

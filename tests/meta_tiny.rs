@@ -57,7 +57,7 @@ fn config(algo: Algo) -> MetaConfig {
         task_batch: 2,
         inner_steps: 2,
         inner_lr: 1e-3,
-        outer_lr: 0.01,
+        outer_lr: 0.005,
         outer_optimizer: OptimizerKind::Adam,
         support: 4,
         query: 4,
@@ -177,8 +177,11 @@ fn every_algorithm_lowers_the_adapted_loss_on_held_out_episodes() {
         assert_eq!(state.curve.len(), 150);
         results.push((algo, start, end));
     }
+    // At least 0.1 nat lower. At outer lr 0.01 MAML's held-out loss fell on one machine and
+    // rose on another (an AVX-512 machine against an AVX2 one): the tiny random model's
+    // landscape is rough. At 0.005 it falls by 0.26 (the others by 0.5 to 0.8).
     for (algo, start, end) in results {
-        assert!(end < 0.95 * start, "{}: {start} -> {end}", algo.name());
+        assert!(end < start - 0.1, "{}: {start} -> {end}", algo.name());
     }
 }
 
