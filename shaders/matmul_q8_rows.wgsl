@@ -1,14 +1,20 @@
 // The int8 matmul of `matmul_q8.wgsl` for CPU adapters (lavapipe), where workgroup memory and
-// barriers are slow and every load or store whose address differs between invocations is a loop
-// over the SIMD lanes. So: no workgroup memory, no barriers, and as few such loads per FMA as
-// possible. A workgroup is one SIMD vector of 8 invocations; invocation i owns columns
-// n0 + 4 i .. + 3 of 8 rows. Per 4 K steps it loads each row's 4 activations as one vec4 (shared
-// by all invocations) and 4 words of weight bytes (4 columns each), then does 128 FMAs.
+// barriers are slow and every storage load whose address is not a constant is a loop over the
+// SIMD lanes, even when every lane reads the same address. So: no workgroup memory, no barriers,
+// and as few such loaded components per FMA as possible.
+//
+// A workgroup is one subgroup of 8 lanes (checked by `kernels::lanes8`). Lane i owns columns
+// n0 + 8 i .. + 7 of 8 rows. Per 4 K steps, lane i loads row i's 4 activations as one vec4 and
+// hands them to every lane with `subgroupBroadcast` (a register shuffle on a CPU), loads 8 words
+// of weight bytes (4 columns each), then does 256 FMAs: 12 loaded components per 256 FMAs. Each
+// lane loading all 8 rows itself took 40.
 //
 // `main`: c (+)= a W, reading W's bytes. `main_t`: c (+)= dy W^T, reading a transposed copy of
 // the bytes (row k of the product is W's column k), so both read 4 consecutive columns per word.
 // Preconditions (checked by `matmul::Matmul::record`, which uses `matmul_q8.wgsl` otherwise): a's
 // offset, row stride and K, and the byte rows (`w_cols`, the product's n), are multiples of 4.
+// Browsers need `enable subgroups;` first, which naga does not parse: `kernels::subgroup_source`
+// adds it in wasm builds.
 
 struct Params {
     m: u32,
@@ -33,7 +39,7 @@ struct Params {
 @group(0) @binding(4) var<uniform> p: Params;
 
 const ROWS: u32 = 8u;
-const COLS: u32 = 32u;
+const COLS: u32 = 64u;
 
 fn bytes4(word: u32) -> vec4<f32> {
     return vec4<f32>(
@@ -61,153 +67,173 @@ fn store(gm: u32, gn: u32, v: vec4<f32>) {
     }
 }
 
+// 8 columns of one row: `lo` columns 0..3, `hi` 4..7.
+struct Acc {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
+fn store_row(gm: u32, gn: u32, acc: Acc) {
+    store(gm, gn, acc.lo);
+    store(gm, gn + 4u, acc.hi);
+}
+
+// 4 K rows of dequantised weights for 8 columns: row k in (lo[k], hi[k]).
+struct Weights {
+    lo0: vec4<f32>,
+    lo1: vec4<f32>,
+    lo2: vec4<f32>,
+    lo3: vec4<f32>,
+    hi0: vec4<f32>,
+    hi1: vec4<f32>,
+    hi2: vec4<f32>,
+    hi3: vec4<f32>,
+}
+
+// acc + x . (4 K rows of w)
+fn mac(acc: Acc, x: vec4<f32>, w: Weights) -> Acc {
+    return Acc(
+        fma(vec4<f32>(x.x), w.lo0, fma(vec4<f32>(x.y), w.lo1, fma(vec4<f32>(x.z), w.lo2, fma(vec4<f32>(x.w), w.lo3, acc.lo)))),
+        fma(vec4<f32>(x.x), w.hi0, fma(vec4<f32>(x.y), w.hi1, fma(vec4<f32>(x.z), w.hi2, fma(vec4<f32>(x.w), w.hi3, acc.hi)))),
+    );
+}
+
 struct Tile {
     ok: bool,
     m0: u32,
     n: u32,
-    col: u32,
+    // word columns of the two halves, clamped to the last word of a byte row
+    lo: u32,
+    hi: u32,
 }
 
 fn tile_of(group: u32, lane: u32) -> Tile {
     let tiles_n = (p.n + COLS - 1u) / COLS;
     let ok = group < tiles_n * ((p.m + ROWS - 1u) / ROWS);
-    let n = (group % tiles_n) * COLS + 4u * lane;
-    return Tile(ok, (group / tiles_n) * ROWS, n, min(n, p.w_cols - 4u));
+    let n = (group % tiles_n) * COLS + 8u * lane;
+    let last = p.w_cols - 4u;
+    return Tile(ok, (group / tiles_n) * ROWS, n, min(n, last), min(n + 4u, last));
 }
 
-@compute @workgroup_size(8)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let t = tile_of(wg.x + wg.y * p.groups_x, lid.x);
-    if (!t.ok) {
-        return;
-    }
-    let m0 = t.m0;
-    let n = t.n;
-    let col = t.col;
+// vec4 index of row m0 + r (clamped to the last row) of a
+fn a_row(m0: u32, r: u32) -> u32 {
+    return (p.a_off + min(m0 + r, p.m - 1u) * p.lda) / 4u;
+}
+
+// (scale, -zero * scale) of 4 product columns from `col` on, in `main`
+fn column_quant(col: u32) -> array<vec4<f32>, 2> {
     let qa = quant[col / 2u];
     let qb = quant[col / 2u + 1u];
     let s = vec4<f32>(qa.x, qa.z, qb.x, qb.z);
-    let zs = -vec4<f32>(qa.y, qa.w, qb.y, qb.w) * s;
-    let last = p.m - 1u;
-    let r0 = (p.a_off + min(m0 + 0u, last) * p.lda) / 4u;
-    let r1 = (p.a_off + min(m0 + 1u, last) * p.lda) / 4u;
-    let r2 = (p.a_off + min(m0 + 2u, last) * p.lda) / 4u;
-    let r3 = (p.a_off + min(m0 + 3u, last) * p.lda) / 4u;
-    let r4 = (p.a_off + min(m0 + 4u, last) * p.lda) / 4u;
-    let r5 = (p.a_off + min(m0 + 5u, last) * p.lda) / 4u;
-    let r6 = (p.a_off + min(m0 + 6u, last) * p.lda) / 4u;
-    let r7 = (p.a_off + min(m0 + 7u, last) * p.lda) / 4u;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    var acc4 = vec4<f32>(0.0);
-    var acc5 = vec4<f32>(0.0);
-    var acc6 = vec4<f32>(0.0);
-    var acc7 = vec4<f32>(0.0);
-    var wi = col / 4u;
-    let ws = p.w_cols / 4u;
-    for (var k4 = 0u; k4 < p.k / 4u; k4 = k4 + 1u) {
-        let w0 = bytes4(w[wi + 0u * ws]);
-        let w1 = bytes4(w[wi + 1u * ws]);
-        let w2 = bytes4(w[wi + 2u * ws]);
-        let w3 = bytes4(w[wi + 3u * ws]);
-        wi = wi + 4u * ws;
-        let b0 = fma(w0, s, zs);
-        let b1 = fma(w1, s, zs);
-        let b2 = fma(w2, s, zs);
-        let b3 = fma(w3, s, zs);
-        let x0 = a[r0 + k4];
-        acc0 = fma(vec4<f32>(x0.x), b0, fma(vec4<f32>(x0.y), b1, fma(vec4<f32>(x0.z), b2, fma(vec4<f32>(x0.w), b3, acc0))));
-        let x1 = a[r1 + k4];
-        acc1 = fma(vec4<f32>(x1.x), b0, fma(vec4<f32>(x1.y), b1, fma(vec4<f32>(x1.z), b2, fma(vec4<f32>(x1.w), b3, acc1))));
-        let x2 = a[r2 + k4];
-        acc2 = fma(vec4<f32>(x2.x), b0, fma(vec4<f32>(x2.y), b1, fma(vec4<f32>(x2.z), b2, fma(vec4<f32>(x2.w), b3, acc2))));
-        let x3 = a[r3 + k4];
-        acc3 = fma(vec4<f32>(x3.x), b0, fma(vec4<f32>(x3.y), b1, fma(vec4<f32>(x3.z), b2, fma(vec4<f32>(x3.w), b3, acc3))));
-        let x4 = a[r4 + k4];
-        acc4 = fma(vec4<f32>(x4.x), b0, fma(vec4<f32>(x4.y), b1, fma(vec4<f32>(x4.z), b2, fma(vec4<f32>(x4.w), b3, acc4))));
-        let x5 = a[r5 + k4];
-        acc5 = fma(vec4<f32>(x5.x), b0, fma(vec4<f32>(x5.y), b1, fma(vec4<f32>(x5.z), b2, fma(vec4<f32>(x5.w), b3, acc5))));
-        let x6 = a[r6 + k4];
-        acc6 = fma(vec4<f32>(x6.x), b0, fma(vec4<f32>(x6.y), b1, fma(vec4<f32>(x6.z), b2, fma(vec4<f32>(x6.w), b3, acc6))));
-        let x7 = a[r7 + k4];
-        acc7 = fma(vec4<f32>(x7.x), b0, fma(vec4<f32>(x7.y), b1, fma(vec4<f32>(x7.z), b2, fma(vec4<f32>(x7.w), b3, acc7))));
-    }
-    store(m0 + 0u, n, acc0);
-    store(m0 + 1u, n, acc1);
-    store(m0 + 2u, n, acc2);
-    store(m0 + 3u, n, acc3);
-    store(m0 + 4u, n, acc4);
-    store(m0 + 5u, n, acc5);
-    store(m0 + 6u, n, acc6);
-    store(m0 + 7u, n, acc7);
+    return array<vec4<f32>, 2>(s, -vec4<f32>(qa.y, qa.w, qb.y, qb.w) * s);
 }
 
 @compute @workgroup_size(8)
-fn main_t(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let t = tile_of(wg.x + wg.y * p.groups_x, lid.x);
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+    let t = tile_of(wg.x + wg.y * p.groups_x, lane);
     if (!t.ok) {
         return;
     }
-    let m0 = t.m0;
-    let n = t.n;
-    let col = t.col;
-    let last = p.m - 1u;
-    let r0 = (p.a_off + min(m0 + 0u, last) * p.lda) / 4u;
-    let r1 = (p.a_off + min(m0 + 1u, last) * p.lda) / 4u;
-    let r2 = (p.a_off + min(m0 + 2u, last) * p.lda) / 4u;
-    let r3 = (p.a_off + min(m0 + 3u, last) * p.lda) / 4u;
-    let r4 = (p.a_off + min(m0 + 4u, last) * p.lda) / 4u;
-    let r5 = (p.a_off + min(m0 + 5u, last) * p.lda) / 4u;
-    let r6 = (p.a_off + min(m0 + 6u, last) * p.lda) / 4u;
-    let r7 = (p.a_off + min(m0 + 7u, last) * p.lda) / 4u;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    var acc4 = vec4<f32>(0.0);
-    var acc5 = vec4<f32>(0.0);
-    var acc6 = vec4<f32>(0.0);
-    var acc7 = vec4<f32>(0.0);
-    var wi = col / 4u;
+    let ql = column_quant(t.lo);
+    let qh = column_quant(t.hi);
+    let mine = a_row(t.m0, lane);
+    let zero = Acc(vec4<f32>(0.0), vec4<f32>(0.0));
+    var acc0 = zero;
+    var acc1 = zero;
+    var acc2 = zero;
+    var acc3 = zero;
+    var acc4 = zero;
+    var acc5 = zero;
+    var acc6 = zero;
+    var acc7 = zero;
     let ws = p.w_cols / 4u;
+    var wl = t.lo / 4u;
+    var wh = t.hi / 4u;
     for (var k4 = 0u; k4 < p.k / 4u; k4 = k4 + 1u) {
-        let w0 = bytes4(w[wi + 0u * ws]);
-        let w1 = bytes4(w[wi + 1u * ws]);
-        let w2 = bytes4(w[wi + 2u * ws]);
-        let w3 = bytes4(w[wi + 3u * ws]);
-        wi = wi + 4u * ws;
-        // (scale, zero) of K rows 4 k4 .. 4 k4 + 3
-        let qa = quant[2u * k4];
-        let qb = quant[2u * k4 + 1u];
-        let b0 = (w0 - qa.y) * qa.x;
-        let b1 = (w1 - qa.w) * qa.z;
-        let b2 = (w2 - qb.y) * qb.x;
-        let b3 = (w3 - qb.w) * qb.z;
-        let x0 = a[r0 + k4];
-        acc0 = fma(vec4<f32>(x0.x), b0, fma(vec4<f32>(x0.y), b1, fma(vec4<f32>(x0.z), b2, fma(vec4<f32>(x0.w), b3, acc0))));
-        let x1 = a[r1 + k4];
-        acc1 = fma(vec4<f32>(x1.x), b0, fma(vec4<f32>(x1.y), b1, fma(vec4<f32>(x1.z), b2, fma(vec4<f32>(x1.w), b3, acc1))));
-        let x2 = a[r2 + k4];
-        acc2 = fma(vec4<f32>(x2.x), b0, fma(vec4<f32>(x2.y), b1, fma(vec4<f32>(x2.z), b2, fma(vec4<f32>(x2.w), b3, acc2))));
-        let x3 = a[r3 + k4];
-        acc3 = fma(vec4<f32>(x3.x), b0, fma(vec4<f32>(x3.y), b1, fma(vec4<f32>(x3.z), b2, fma(vec4<f32>(x3.w), b3, acc3))));
-        let x4 = a[r4 + k4];
-        acc4 = fma(vec4<f32>(x4.x), b0, fma(vec4<f32>(x4.y), b1, fma(vec4<f32>(x4.z), b2, fma(vec4<f32>(x4.w), b3, acc4))));
-        let x5 = a[r5 + k4];
-        acc5 = fma(vec4<f32>(x5.x), b0, fma(vec4<f32>(x5.y), b1, fma(vec4<f32>(x5.z), b2, fma(vec4<f32>(x5.w), b3, acc5))));
-        let x6 = a[r6 + k4];
-        acc6 = fma(vec4<f32>(x6.x), b0, fma(vec4<f32>(x6.y), b1, fma(vec4<f32>(x6.z), b2, fma(vec4<f32>(x6.w), b3, acc6))));
-        let x7 = a[r7 + k4];
-        acc7 = fma(vec4<f32>(x7.x), b0, fma(vec4<f32>(x7.y), b1, fma(vec4<f32>(x7.z), b2, fma(vec4<f32>(x7.w), b3, acc7))));
+        let wk = Weights(
+            fma(bytes4(w[wl]), ql[0], ql[1]),
+            fma(bytes4(w[wl + ws]), ql[0], ql[1]),
+            fma(bytes4(w[wl + 2u * ws]), ql[0], ql[1]),
+            fma(bytes4(w[wl + 3u * ws]), ql[0], ql[1]),
+            fma(bytes4(w[wh]), qh[0], qh[1]),
+            fma(bytes4(w[wh + ws]), qh[0], qh[1]),
+            fma(bytes4(w[wh + 2u * ws]), qh[0], qh[1]),
+            fma(bytes4(w[wh + 3u * ws]), qh[0], qh[1]),
+        );
+        wl = wl + 4u * ws;
+        wh = wh + 4u * ws;
+        let x = a[mine + k4];
+        acc0 = mac(acc0, subgroupBroadcast(x, 0u), wk);
+        acc1 = mac(acc1, subgroupBroadcast(x, 1u), wk);
+        acc2 = mac(acc2, subgroupBroadcast(x, 2u), wk);
+        acc3 = mac(acc3, subgroupBroadcast(x, 3u), wk);
+        acc4 = mac(acc4, subgroupBroadcast(x, 4u), wk);
+        acc5 = mac(acc5, subgroupBroadcast(x, 5u), wk);
+        acc6 = mac(acc6, subgroupBroadcast(x, 6u), wk);
+        acc7 = mac(acc7, subgroupBroadcast(x, 7u), wk);
     }
-    store(m0 + 0u, n, acc0);
-    store(m0 + 1u, n, acc1);
-    store(m0 + 2u, n, acc2);
-    store(m0 + 3u, n, acc3);
-    store(m0 + 4u, n, acc4);
-    store(m0 + 5u, n, acc5);
-    store(m0 + 6u, n, acc6);
-    store(m0 + 7u, n, acc7);
+    store_row(t.m0 + 0u, t.n, acc0);
+    store_row(t.m0 + 1u, t.n, acc1);
+    store_row(t.m0 + 2u, t.n, acc2);
+    store_row(t.m0 + 3u, t.n, acc3);
+    store_row(t.m0 + 4u, t.n, acc4);
+    store_row(t.m0 + 5u, t.n, acc5);
+    store_row(t.m0 + 6u, t.n, acc6);
+    store_row(t.m0 + 7u, t.n, acc7);
+}
+
+@compute @workgroup_size(8)
+fn main_t(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+    let t = tile_of(wg.x + wg.y * p.groups_x, lane);
+    if (!t.ok) {
+        return;
+    }
+    let mine = a_row(t.m0, lane);
+    let zero = Acc(vec4<f32>(0.0), vec4<f32>(0.0));
+    var acc0 = zero;
+    var acc1 = zero;
+    var acc2 = zero;
+    var acc3 = zero;
+    var acc4 = zero;
+    var acc5 = zero;
+    var acc6 = zero;
+    var acc7 = zero;
+    let ws = p.w_cols / 4u;
+    var wl = t.lo / 4u;
+    var wh = t.hi / 4u;
+    for (var k4 = 0u; k4 < p.k / 4u; k4 = k4 + 1u) {
+        // (scale, zero) of K rows 4 k4 .. 4 k4 + 3: lanes 0 and 1 load the two halves
+        let q = quant[2u * k4 + (lane & 1u)];
+        let qa = subgroupBroadcast(q, 0u);
+        let qb = subgroupBroadcast(q, 1u);
+        let wk = Weights(
+            (bytes4(w[wl]) - qa.y) * qa.x,
+            (bytes4(w[wl + ws]) - qa.w) * qa.z,
+            (bytes4(w[wl + 2u * ws]) - qb.y) * qb.x,
+            (bytes4(w[wl + 3u * ws]) - qb.w) * qb.z,
+            (bytes4(w[wh]) - qa.y) * qa.x,
+            (bytes4(w[wh + ws]) - qa.w) * qa.z,
+            (bytes4(w[wh + 2u * ws]) - qb.y) * qb.x,
+            (bytes4(w[wh + 3u * ws]) - qb.w) * qb.z,
+        );
+        wl = wl + 4u * ws;
+        wh = wh + 4u * ws;
+        let x = a[mine + k4];
+        acc0 = mac(acc0, subgroupBroadcast(x, 0u), wk);
+        acc1 = mac(acc1, subgroupBroadcast(x, 1u), wk);
+        acc2 = mac(acc2, subgroupBroadcast(x, 2u), wk);
+        acc3 = mac(acc3, subgroupBroadcast(x, 3u), wk);
+        acc4 = mac(acc4, subgroupBroadcast(x, 4u), wk);
+        acc5 = mac(acc5, subgroupBroadcast(x, 5u), wk);
+        acc6 = mac(acc6, subgroupBroadcast(x, 6u), wk);
+        acc7 = mac(acc7, subgroupBroadcast(x, 7u), wk);
+    }
+    store_row(t.m0 + 0u, t.n, acc0);
+    store_row(t.m0 + 1u, t.n, acc1);
+    store_row(t.m0 + 2u, t.n, acc2);
+    store_row(t.m0 + 3u, t.n, acc3);
+    store_row(t.m0 + 4u, t.n, acc4);
+    store_row(t.m0 + 5u, t.n, acc5);
+    store_row(t.m0 + 6u, t.n, acc6);
+    store_row(t.m0 + 7u, t.n, acc7);
 }

@@ -41,6 +41,10 @@ pub struct AdapterReport {
     pub max_workgroup_storage_size: u32,
     pub shader_f16: bool,
     pub subgroups: bool,
+    /// Lanes per subgroup where the device has subgroups and the adapter's subgroup size is fixed
+    /// (lavapipe: 8, its SIMD width), else 0. The CPU-adapter kernels need exactly 8.
+    #[serde(default)]
+    pub subgroup_size: u32,
 }
 
 impl Gpu {
@@ -124,6 +128,13 @@ impl Gpu {
             max_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             subgroups: features.contains(wgpu::Features::SUBGROUP),
+            subgroup_size: if features.contains(wgpu::Features::SUBGROUP)
+                && info.subgroup_min_size == info.subgroup_max_size
+            {
+                info.subgroup_min_size
+            } else {
+                0
+            },
         }
     }
 }
@@ -205,7 +216,11 @@ impl std::fmt::Display for AdapterReport {
             "features       shader-f16 {}, subgroups {}",
             yes_no(self.shader_f16),
             yes_no(self.subgroups)
-        )
+        )?;
+        if self.subgroup_size > 0 {
+            write!(f, " ({} lanes)", self.subgroup_size)?;
+        }
+        Ok(())
     }
 }
 

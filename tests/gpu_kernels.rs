@@ -116,7 +116,7 @@ fn int8_matmul_matches_reference_with(gpu: &Gpu, block: Block) {
         (129, 512, &[67, 64, 3][..]),
         // Block::Rows (shaders/matmul_q8_rows.wgsl) takes products whose K and n are multiples
         // of 4 (the others run main8): 9 and 5 rows, 40, 36 and 1500 columns leave its 8-row and
-        // 32-column tiles ragged.
+        // 64-column tiles ragged.
         (9, 36, &[40][..]),
         // Split-K: few output tiles over a long K, forward (K = 1000) and transposed (K = 1500,
         // a ragged last chunk).
@@ -166,9 +166,17 @@ fn int8_matmul_rejects_a_wrong_activation_shape() {
 /// Tolerance for attention outputs and gradients (values O(1), sums over <= 64 terms).
 const ATTN_TOL: f32 = 1e-5;
 
+/// Both variants: `Workgroups` (GPUs) and `Tiles` (CPU adapters; its tiles are 8 rows by 32
+/// columns, so the shapes below leave partial tiles, and d_kv = 1 takes the `Workgroups` path).
 #[test]
 fn attention_matches_reference_with_biases_masks_and_fully_masked_rows() {
     let gpu = gpu();
+    for variant in [attn::Variant::Workgroups, attn::Variant::Tiles] {
+        attention_cases(&gpu, variant);
+    }
+}
+
+fn attention_cases(gpu: &Gpu, variant: attn::Variant) {
     // (batch, heads, q_len, k_len, d_kv, position, mask, causal)
     let cases = [
         (1, 1, 1, 1, 1, false, false, false),
@@ -213,7 +221,7 @@ fn attention_matches_reference_with_biases_masks_and_fully_masked_rows() {
                 causal,
             },
         };
-        let got = pollster::block_on(attn::run(&gpu, &case)).unwrap();
+        let got = pollster::block_on(attn::run_variant(gpu, &case, variant)).unwrap();
         let want = attn::reference(&case);
         for (what, g, w) in [
             ("out", &got.out, &want.out),
@@ -222,10 +230,13 @@ fn attention_matches_reference_with_biases_masks_and_fully_masked_rows() {
             ("dk,dv", &got.dkv, &want.dkv),
         ] {
             let e = rel_err(g, w);
-            assert!(e <= ATTN_TOL, "case {n} {dims:?}: {what} rel err {e}");
+            assert!(
+                e <= ATTN_TOL,
+                "{variant:?} case {n} {dims:?}: {what} rel err {e}"
+            );
             assert!(
                 g.iter().all(|v| v.is_finite()),
-                "case {n}: {what} not finite"
+                "{variant:?} case {n}: {what} not finite"
             );
         }
     }

@@ -141,13 +141,14 @@ async fn gelu_is_finite_for_large_activations_on_webgpu() {
 }
 
 /// Our prompt-tuning kernels against their Rust twins in the browser (SwiftShader): int8 matmul
-/// (forward and transposed, ragged), attention forward/backward with position bias, masks and a
-/// fully masked row, gated-GELU and the fused cross-entropy. Same tolerances as the native tests
+/// (forward and transposed, ragged; the adapter's block and the CPU-adapter `Rows`), attention
+/// forward/backward with position bias, masks and a fully masked row (both variants), gated-GELU
+/// and the fused cross-entropy. Same tolerances as the native tests
 /// (tests/gpu_kernels.rs).
 #[wasm_bindgen_test]
 async fn prompt_tuning_kernels_match_their_rust_twins_in_the_browser() {
     use metaprompt::cpu::attention::{Bias, Dims};
-    use metaprompt::kernels::matmul::{self, Matmul, QuantMatrix};
+    use metaprompt::kernels::matmul::{self, Block, Matmul, QuantMatrix};
     use metaprompt::kernels::{
         attention as attn, cross_entropy::CrossEntropy, gated_gelu::GatedGelu, max_abs_diff,
     };
@@ -157,30 +158,29 @@ async fn prompt_tuning_kernels_match_their_rust_twins_in_the_browser() {
         |g: &[f32], w: &[f32]| max_abs_diff(g, w) / w.iter().fold(1.0f32, |m, v| m.max(v.abs()));
     let gpu = Gpu::shared().await.unwrap();
 
-    let q: Vec<i32> = test_values(67 * 65, 1)
-        .iter()
-        .map(|x| (x * 63.0) as i32)
-        .collect();
-    let w = QuantMatrix::fuse(
-        &[(
-            "w",
-            Stored::Quantized {
-                q,
-                scale: 0.02,
-                zero_point: 0,
-            },
-        )],
-        65,
-        1.0,
-    )
-    .unwrap();
-    let k = Matmul::new(&gpu);
-    for trans in [false, true] {
-        let kd = if trans { w.cols } else { w.rows };
-        let a = test_values(70 * kd, 2);
-        let got = k.run(&gpu, &a, 70, &w, trans, None).await.unwrap();
-        let e = rel(&got, &matmul::reference(&a, 70, &w, trans, None));
-        assert!(e <= 2e-6, "matmul trans={trans}: {e}");
+    let weight = |outs: usize, inp: usize| {
+        let q: Vec<i32> = test_values(outs * inp, 1)
+            .iter()
+            .map(|x| (x * 63.0) as i32)
+            .collect();
+        let stored = Stored::Quantized {
+            q,
+            scale: 0.02,
+            zero_point: 0,
+        };
+        QuantMatrix::fuse(&[("w", stored)], inp, 1.0).unwrap()
+    };
+    let (w, w4) = (weight(67, 65), weight(40, 36));
+    // The adapter's block and the CPU-adapter one (`Rows`: K and n multiples of 4).
+    for (block, w) in [(Block::for_adapter(&gpu), &w), (Block::Rows, &w4)] {
+        let k = Matmul::with_block(&gpu, block);
+        for trans in [false, true] {
+            let kd = if trans { w.cols } else { w.rows };
+            let a = test_values(68 * kd, 2);
+            let got = k.run(&gpu, &a, 68, w, trans, None).await.unwrap();
+            let e = rel(&got, &matmul::reference(&a, 68, w, trans, None));
+            assert!(e <= 2e-6, "matmul {block:?} trans={trans}: {e}");
+        }
     }
 
     let dims = Dims {
@@ -210,16 +210,20 @@ async fn prompt_tuning_kernels_match_their_rust_twins_in_the_browser() {
             causal: false,
         },
     };
-    let (got, want) = (
-        attn::run(&gpu, &case).await.unwrap(),
-        attn::reference(&case),
-    );
-    for (what, g, w) in [
-        ("out", &got.out, &want.out),
-        ("dq", &got.dq, &want.dq),
-        ("dkv", &got.dkv, &want.dkv),
-    ] {
-        assert!(rel(g, w) <= 1e-5, "attention {what}: {}", rel(g, w));
+    let want = attn::reference(&case);
+    for variant in [attn::Variant::Workgroups, attn::Variant::Tiles] {
+        let got = attn::run_variant(&gpu, &case, variant).await.unwrap();
+        for (what, g, w) in [
+            ("out", &got.out, &want.out),
+            ("dq", &got.dq, &want.dq),
+            ("dkv", &got.dkv, &want.dkv),
+        ] {
+            assert!(
+                rel(g, w) <= 1e-5,
+                "attention {variant:?} {what}: {}",
+                rel(g, w)
+            );
+        }
     }
 
     let gu: Vec<f32> = test_values(3 * 74, 7).iter().map(|x| x * 3.0).collect();

@@ -211,7 +211,7 @@ pub enum Block {
     B4,
     /// 8 x 8 outputs, 64 invocations per workgroup (entry point `main8`).
     B8,
-    /// CPU adapters: 8 rows x 4 columns per invocation, 8 invocations per workgroup, no
+    /// CPU adapters: 8 rows x 8 columns per invocation, 8 invocations per workgroup, no
     /// workgroup memory (`shaders/matmul_q8_rows.wgsl`). Products it cannot take (a row stride,
     /// offset, K or byte row not a multiple of 4) run `main8`.
     Rows,
@@ -222,6 +222,7 @@ impl Block {
         match self {
             Block::B4 => "main",
             Block::B8 => "main8",
+            // the products `Rows` cannot take
             Block::Rows => "main8",
         }
     }
@@ -234,25 +235,13 @@ impl Block {
     /// (14 GFLOP/s). So `Rows` on native CPU (fallback) adapters, 4 x 4 on GPUs.
     /// `METAPROMPT_MATMUL_BLOCK=4x4|8x8|rows` (native) overrides it for benchmarks.
     pub fn for_adapter(gpu: &Gpu) -> Self {
-        #[cfg(not(target_arch = "wasm32"))]
-        if let Ok(v) = std::env::var("METAPROMPT_MATMUL_BLOCK") {
-            match v.as_str() {
-                "4x4" => return Block::B4,
-                "8x8" => return Block::B8,
-                "rows" => return Block::Rows,
-                _ => eprintln!(
-                    "METAPROMPT_MATMUL_BLOCK={v:?}: expected 4x4, 8x8 or rows; using the default"
-                ),
-            }
-        }
-        // In the browser the fallback adapter is SwiftShader, where `Rows` is not yet measured
-        // (nor run by the wasm tests): it keeps 8 x 8 there.
-        if gpu.report().is_fallback && cfg!(not(target_arch = "wasm32")) {
-            Block::Rows
-        } else if gpu.report().is_fallback {
-            Block::B8
-        } else {
-            Block::B4
+        match super::variant_override("METAPROMPT_MATMUL_BLOCK", &["4x4", "8x8", "rows"]) {
+            Some("4x4") => Block::B4,
+            Some("8x8") => Block::B8,
+            Some(_) => Block::Rows,
+            None if super::cpu_variants(gpu) => Block::Rows,
+            None if gpu.report().is_fallback => Block::B8,
+            None => Block::B4,
         }
     }
 }
@@ -304,11 +293,11 @@ impl Matmul {
                 &[Read, Read, Read, ReadWrite, ReadWrite],
                 &["main", "main8", "reduce"],
             ),
-            rows: (block == Block::Rows).then(|| {
+            rows: (block == Block::Rows && super::lanes8(gpu)).then(|| {
                 Shader::new(
                     gpu,
                     "matmul_q8_rows.wgsl",
-                    ROWS_SHADER,
+                    &super::subgroup_source(ROWS_SHADER),
                     &[Read, Read, Read, ReadWrite],
                     &["main", "main_t"],
                 )
@@ -352,6 +341,12 @@ impl Matmul {
         if m == 0 || n == 0 {
             return;
         }
+        // The kernel profile's name and floating-point operations for this product.
+        let profile_name = |shader: &str| {
+            let op = if trans { "dy W^T" } else { "x W" };
+            let name = format!("{shader} {op} [{m}x{k}]·[{k}x{n}]");
+            (name, 2.0 * (m * n * k) as f64)
+        };
         let rows_bytes = match (trans, &w.transposed) {
             (false, _) => Some(&w.bytes),
             (true, t) => t.as_ref(),
@@ -360,7 +355,7 @@ impl Matmul {
             .iter()
             .all(|v| v.is_multiple_of(4));
         if let (Some(rows), Some(bytes), true) = (&self.rows, rows_bytes, fits) {
-            let groups = grid((m.div_ceil(8) * n.div_ceil(32)) as u32);
+            let groups = grid((m.div_ceil(8) * n.div_ceil(64)) as u32);
             let params = RowsParams {
                 m: m as u32,
                 n: n as u32,
@@ -375,11 +370,7 @@ impl Matmul {
                 _pad: [0; 2],
             };
             let buffers = [a.buf, bytes, &w.quant, c.buf];
-            let what = || {
-                let op = if trans { "dy W^T" } else { "x W" };
-                let name = format!("matmul_q8_rows {op} [{m}x{k}]·[{k}x{n}]");
-                (name, 2.0 * (m * n * k) as f64)
-            };
+            let what = || profile_name("matmul_q8_rows");
             let entry = if trans { "main_t" } else { "main" };
             rows.dispatch_named(gpu, enc, entry, &buffers, &params, groups, what);
             return;
@@ -404,11 +395,7 @@ impl Matmul {
         };
         let scratch = self.scratch(gpu, if splits > 1 { splits * m * n } else { 1 });
         let buffers = [a.buf, &w.bytes, &w.quant, c.buf, &scratch];
-        let what = || {
-            let op = if trans { "dy W^T" } else { "x W" };
-            let name = format!("matmul_q8 {op} [{m}x{k}]·[{k}x{n}]");
-            (name, 2.0 * (m * n * k) as f64)
-        };
+        let what = || profile_name("matmul_q8");
         self.shader.dispatch_named(
             gpu,
             enc,

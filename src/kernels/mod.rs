@@ -257,6 +257,46 @@ impl Shader {
     }
 }
 
+/// Whether this adapter gets the kernel variants for CPU adapters (`matmul_q8_rows.wgsl`,
+/// `attention_tiles.wgsl`) by default: native fallback adapters (lavapipe), where they were
+/// measured, with [`lanes8`]. In the browser the fallback adapter is SwiftShader, where they are
+/// not measured, so it keeps the GPU variants.
+pub(crate) fn cpu_variants(gpu: &Gpu) -> bool {
+    gpu.report().is_fallback && cfg!(not(target_arch = "wasm32")) && lanes8(gpu)
+}
+
+/// Whether the CPU-adapter kernels can run: they share loads across a workgroup of 8 invocations
+/// with `subgroupBroadcast`, so a workgroup must be exactly one subgroup of 8 lanes (lavapipe on a
+/// 256-bit SIMD CPU). Elsewhere they fall back to the GPU variants.
+pub(crate) fn lanes8(gpu: &Gpu) -> bool {
+    gpu.report().subgroup_size == 8
+}
+
+/// The WGSL of a shader that uses subgroup built-ins: browsers (Tint) require the `enable
+/// subgroups;` directive, which naga (native) does not parse yet.
+pub(crate) fn subgroup_source(src: &str) -> std::borrow::Cow<'_, str> {
+    if cfg!(target_arch = "wasm32") {
+        format!("enable subgroups;\n{src}").into()
+    } else {
+        src.into()
+    }
+}
+
+/// A benchmark override of a kernel variant from the environment variable `var` (native only):
+/// the chosen value if it is one of `choices`, else a warning and `None`.
+pub(crate) fn variant_override(var: &str, choices: &[&'static str]) -> Option<&'static str> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Ok(v) = std::env::var(var) {
+        match choices.iter().find(|c| **c == v) {
+            Some(c) => return Some(c),
+            None => eprintln!("{var}={v:?}: expected one of {choices:?}; using the default"),
+        }
+    }
+    #[cfg(target_arch = "wasm32")]
+    let _ = (var, choices);
+    None
+}
+
 /// A storage buffer of `len` zeros (f32 or u32 words) that can be copied from and to.
 pub(crate) fn zeros(gpu: &Gpu, label: &str, len: usize) -> wgpu::Buffer {
     gpu.wgpu_device().create_buffer(&wgpu::BufferDescriptor {
