@@ -609,7 +609,21 @@ pub fn bench_tune(r: &Runner, steps: usize) -> Result<(), String> {
         fwd / 1e9,
         total / 1e9 / (median / 1e3)
     );
+    if let Some(peak) = peak_rss_mib() {
+        println!(
+            "process peak memory {peak:.0} MiB (host RAM: on a CPU adapter it holds the adapter's \
+             buffers too; with our kernels it also holds burn's f32 copy of the model on the CPU)"
+        );
+    }
     Ok(())
+}
+
+/// The process's peak resident memory (Linux `VmHWM`), if the system reports it.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// The benchmarks' shape: batch 8, 64 input tokens + 20 prompt tokens, 4 target tokens (3 + EOS).
