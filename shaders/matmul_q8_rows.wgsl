@@ -7,7 +7,8 @@
 // n0 + 8 i .. + 7 of 8 rows. Per 4 K steps, lane i loads row i's 4 activations as one vec4 and
 // hands them to every lane with `subgroupBroadcast` (a register shuffle on a CPU), loads 8 words
 // of weight bytes (4 columns each), then does 256 FMAs: 12 loaded components per 256 FMAs. Each
-// lane loading all 8 rows itself took 40.
+// lane loading all 8 rows itself took 40. `main_t` also needs the K rows' (scale, zero): one vec4
+// per lane every 4 steps.
 //
 // `main`: c (+)= a W, reading W's bytes. `main_t`: c (+)= dy W^T, reading a transposed copy of
 // the bytes (row k of the product is W's column k), so both read 4 consecutive columns per word.
@@ -201,11 +202,25 @@ fn main_t(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id)
     let ws = p.w_cols / 4u;
     var wl = t.lo / 4u;
     var wh = t.hi / 4u;
+    // (scale, zero) pairs of 16 K rows, loaded every 4 steps: lane l holds rows 4 k4 + 2 l, + 1
+    var q = vec4<f32>(0.0);
+    let q_last = p.k / 2u - 1u;
     for (var k4 = 0u; k4 < p.k / 4u; k4 = k4 + 1u) {
-        // (scale, zero) of K rows 4 k4 .. 4 k4 + 3: lanes 0 and 1 load the two halves
-        let q = quant[2u * k4 + (lane & 1u)];
-        let qa = subgroupBroadcast(q, 0u);
-        let qb = subgroupBroadcast(q, 1u);
+        let j = k4 & 3u;
+        if (j == 0u) {
+            q = quant[min(2u * k4 + lane, q_last)];
+        }
+        // this step's rows 4 k4 .. + 3 are in lanes 2 j and 2 j + 1
+        let qa = select(
+            select(subgroupBroadcast(q, 0u), subgroupBroadcast(q, 2u), j == 1u),
+            select(subgroupBroadcast(q, 4u), subgroupBroadcast(q, 6u), j == 3u),
+            j >= 2u,
+        );
+        let qb = select(
+            select(subgroupBroadcast(q, 1u), subgroupBroadcast(q, 3u), j == 1u),
+            select(subgroupBroadcast(q, 5u), subgroupBroadcast(q, 7u), j == 3u),
+            j >= 2u,
+        );
         let wk = Weights(
             (bytes4(w[wl]) - qa.y) * qa.x,
             (bytes4(w[wl + ws]) - qa.w) * qa.z,

@@ -142,7 +142,8 @@ async fn gelu_is_finite_for_large_activations_on_webgpu() {
 
 /// Our prompt-tuning kernels against their Rust twins in the browser (SwiftShader): int8 matmul
 /// (forward and transposed, ragged; the adapter's block and the CPU-adapter `Rows`), attention
-/// forward/backward with position bias, masks and a fully masked row (both variants), gated-GELU
+/// forward/backward with position bias, masks and a fully masked row (both variants; the
+/// CPU-adapter ones need 8-lane subgroups and otherwise run the GPU kernels), gated-GELU
 /// and the fused cross-entropy. Same tolerances as the native tests
 /// (tests/gpu_kernels.rs).
 #[wasm_bindgen_test]
