@@ -211,7 +211,7 @@ pub enum Block {
     B4,
     /// 8 x 8 outputs, 64 invocations per workgroup (entry point `main8`).
     B8,
-    /// CPU adapters: 8 rows x 8 columns per invocation, 8 invocations per workgroup, no
+    /// CPU adapters: 32 rows x 8 columns per invocation, 8 invocations per workgroup, no
     /// workgroup memory (`shaders/matmul_q8_rows.wgsl`). Products it cannot take (a row stride,
     /// offset, K or byte row not a multiple of 4) run `main8`.
     Rows,
@@ -355,7 +355,7 @@ impl Matmul {
             .iter()
             .all(|v| v.is_multiple_of(4));
         if let (Some(rows), Some(bytes), true) = (&self.rows, rows_bytes, fits) {
-            let groups = grid((m.div_ceil(8) * n.div_ceil(64)) as u32);
+            let groups = grid((m.div_ceil(32) * n.div_ceil(64)) as u32);
             let params = RowsParams {
                 m: m as u32,
                 n: n as u32,
