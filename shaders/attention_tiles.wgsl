@@ -6,13 +6,17 @@
 // by `kernels::lanes8`) that shares the rows all lanes need with `subgroupBroadcast`:
 //
 // - `scores`: s = a b^T over d_kv (q k^T plus bias and masks in forward; dout v^T in backward).
-//   8 rows x 4 keys per lane: per 4 columns, lane i loads row i's vec4 and its 4 keys' vec4s,
-//   20 loaded components for 128 FMAs.
+//   32 rows x 4 keys per lane: per 4 columns, lane i loads the vec4s of rows i, i + 8, i + 16,
+//   i + 24 and of its 4 keys, 32 loaded components for 512 FMAs.
 // - `softmax` (forward) and `score_grads` (backward: ds = p (dp - rowsum(p dp))): one row per
 //   lane, in place in `out`.
 // - `mix`: o = P v with P read at any row and column stride, so one entry serves out = p v,
-//   dq = ds k, dk = ds^T q and dv = p^T dout. 8 rows x 4 columns per lane: per summed index,
-//   lane i loads row i's element of P and its 4 columns of v, 5 components for 32 FMAs.
+//   dq = ds k, dk = ds^T q and dv = p^T dout. 32 rows x 8 columns per lane: per summed index,
+//   lane i loads the elements of P of rows i, i + 8, i + 16, i + 24 and its 8 columns of v, 12
+//   components for 256 FMAs.
+//
+// On lavapipe (the encoder's [84x84]·[84x64] x 48 heads of `mix`): 8 rows x 4 columns per lane
+// took 590 ms per step, every lane loading all 8 rows itself (no subgroups) 1426 ms.
 //
 // No workgroup memory and no barriers. Preconditions (checked by `attention::AttentionKernel`,
 // which uses `attention.wgsl` otherwise): d_kv and every row stride and column offset of a vec4
@@ -64,9 +68,10 @@ struct Params {
 @group(0) @binding(5) var<uniform> p: Params;
 
 const MASKED: f32 = -1e9;
-const ROWS: u32 = 8u;
-// columns per workgroup: 8 invocations x 4
-const COLS: u32 = 32u;
+const ROWS: u32 = 32u;
+// columns per workgroup: 8 lanes x 4 keys in `scores`, 8 lanes x 8 columns in `mix`
+const SCORE_COLS: u32 = 32u;
+const MIX_COLS: u32 = 64u;
 
 struct Tile {
     ok: bool,
@@ -77,7 +82,7 @@ struct Tile {
     c0: u32,
 }
 
-fn tile_of(group: u32, lane: u32) -> Tile {
+fn tile_of(group: u32, lane: u32, cols: u32) -> Tile {
     let per_bh = p.tiles_m * p.tiles_n;
     let bh = group / per_bh;
     let t = group % per_bh;
@@ -87,7 +92,7 @@ fn tile_of(group: u32, lane: u32) -> Tile {
         bh % p.heads,
         bh,
         (t / p.tiles_n) * ROWS,
-        (t % p.tiles_n) * COLS + 4u * lane,
+        (t % p.tiles_n) * cols + (cols / 8u) * lane,
     );
 }
 
@@ -127,26 +132,63 @@ fn dot4(acc: vec4<f32>, a: vec4<f32>, bx: vec4<f32>, by: vec4<f32>, bz: vec4<f32
     return fma(vec4<f32>(a.x), bx, fma(vec4<f32>(a.y), by, fma(vec4<f32>(a.z), bz, fma(vec4<f32>(a.w), bw, acc))));
 }
 
+// A lane's 4 keys of 8 rows, one row per lane of the subgroup.
+struct Scores8 {
+    r0: vec4<f32>,
+    r1: vec4<f32>,
+    r2: vec4<f32>,
+    r3: vec4<f32>,
+    r4: vec4<f32>,
+    r5: vec4<f32>,
+    r6: vec4<f32>,
+    r7: vec4<f32>,
+}
+
+// `a` is lane i's vec4 of row i: every lane takes each row's in turn.
+fn dot8(acc: Scores8, a: vec4<f32>, bx: vec4<f32>, by: vec4<f32>, bz: vec4<f32>, bw: vec4<f32>) -> Scores8 {
+    return Scores8(
+        dot4(acc.r0, subgroupBroadcast(a, 0u), bx, by, bz, bw),
+        dot4(acc.r1, subgroupBroadcast(a, 1u), bx, by, bz, bw),
+        dot4(acc.r2, subgroupBroadcast(a, 2u), bx, by, bz, bw),
+        dot4(acc.r3, subgroupBroadcast(a, 3u), bx, by, bz, bw),
+        dot4(acc.r4, subgroupBroadcast(a, 4u), bx, by, bz, bw),
+        dot4(acc.r5, subgroupBroadcast(a, 5u), bx, by, bz, bw),
+        dot4(acc.r6, subgroupBroadcast(a, 6u), bx, by, bz, bw),
+        dot4(acc.r7, subgroupBroadcast(a, 7u), bx, by, bz, bw),
+    );
+}
+
+fn store_scores8(t: Tile, i0: u32, acc: Scores8) {
+    store_scores(t, i0, acc.r0);
+    store_scores(t, i0 + 1u, acc.r1);
+    store_scores(t, i0 + 2u, acc.r2);
+    store_scores(t, i0 + 3u, acc.r3);
+    store_scores(t, i0 + 4u, acc.r4);
+    store_scores(t, i0 + 5u, acc.r5);
+    store_scores(t, i0 + 6u, acc.r6);
+    store_scores(t, i0 + 7u, acc.r7);
+}
+
 @compute @workgroup_size(8)
 fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
-    let t = tile_of(wg.x + wg.y * p.groups_x, lane);
+    let t = tile_of(wg.x + wg.y * p.groups_x, lane, SCORE_COLS);
     if (!t.ok) {
         return;
     }
-    let mine = x_row(t.b, t.h, t.r0 + lane);
+    let a0 = x_row(t.b, t.h, t.r0 + lane);
+    let a1 = x_row(t.b, t.h, t.r0 + lane + 8u);
+    let a2 = x_row(t.b, t.h, t.r0 + lane + 16u);
+    let a3 = x_row(t.b, t.h, t.r0 + lane + 24u);
     let last = p.n - 1u;
     let k0 = y_row(t.b, t.h, t.c0 + 0u, last);
     let k1 = y_row(t.b, t.h, t.c0 + 1u, last);
     let k2 = y_row(t.b, t.h, t.c0 + 2u, last);
     let k3 = y_row(t.b, t.h, t.c0 + 3u, last);
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    var acc4 = vec4<f32>(0.0);
-    var acc5 = vec4<f32>(0.0);
-    var acc6 = vec4<f32>(0.0);
-    var acc7 = vec4<f32>(0.0);
+    let z = vec4<f32>(0.0);
+    var acc0 = Scores8(z, z, z, z, z, z, z, z);
+    var acc1 = acc0;
+    var acc2 = acc0;
+    var acc3 = acc0;
     for (var c = 0u; c < p.d_kv / 4u; c = c + 1u) {
         let y0 = y[k0 + c];
         let y1 = y[k1 + c];
@@ -156,24 +198,15 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id)
         let by = vec4<f32>(y0.y, y1.y, y2.y, y3.y);
         let bz = vec4<f32>(y0.z, y1.z, y2.z, y3.z);
         let bw = vec4<f32>(y0.w, y1.w, y2.w, y3.w);
-        let a = x[mine + c];
-        acc0 = dot4(acc0, subgroupBroadcast(a, 0u), bx, by, bz, bw);
-        acc1 = dot4(acc1, subgroupBroadcast(a, 1u), bx, by, bz, bw);
-        acc2 = dot4(acc2, subgroupBroadcast(a, 2u), bx, by, bz, bw);
-        acc3 = dot4(acc3, subgroupBroadcast(a, 3u), bx, by, bz, bw);
-        acc4 = dot4(acc4, subgroupBroadcast(a, 4u), bx, by, bz, bw);
-        acc5 = dot4(acc5, subgroupBroadcast(a, 5u), bx, by, bz, bw);
-        acc6 = dot4(acc6, subgroupBroadcast(a, 6u), bx, by, bz, bw);
-        acc7 = dot4(acc7, subgroupBroadcast(a, 7u), bx, by, bz, bw);
+        acc0 = dot8(acc0, x[a0 + c], bx, by, bz, bw);
+        acc1 = dot8(acc1, x[a1 + c], bx, by, bz, bw);
+        acc2 = dot8(acc2, x[a2 + c], bx, by, bz, bw);
+        acc3 = dot8(acc3, x[a3 + c], bx, by, bz, bw);
     }
-    store_scores(t, t.r0 + 0u, acc0);
-    store_scores(t, t.r0 + 1u, acc1);
-    store_scores(t, t.r0 + 2u, acc2);
-    store_scores(t, t.r0 + 3u, acc3);
-    store_scores(t, t.r0 + 4u, acc4);
-    store_scores(t, t.r0 + 5u, acc5);
-    store_scores(t, t.r0 + 6u, acc6);
-    store_scores(t, t.r0 + 7u, acc7);
+    store_scores8(t, t.r0, acc0);
+    store_scores8(t, t.r0 + 8u, acc1);
+    store_scores8(t, t.r0 + 16u, acc2);
+    store_scores8(t, t.r0 + 24u, acc3);
 }
 
 // The row of `out` an invocation owns in the row passes, or none past the last.
@@ -221,58 +254,110 @@ fn score_grads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     }
 }
 
-fn store_mix(t: Tile, r: u32, v: vec4<f32>) {
+fn store_mix(t: Tile, r: u32, v: vec4<f32>, c0: u32) {
     if (r >= p.m) {
         return;
     }
     let at = (t.b * p.m + r) * p.o_stride + p.o_col + t.h * p.d_kv;
     for (var cc = 0u; cc < 4u; cc = cc + 1u) {
-        if (t.c0 + cc < p.d_kv) {
-            out[at + t.c0 + cc] = v[cc];
+        if (c0 + cc < p.d_kv) {
+            out[at + c0 + cc] = v[cc];
         }
     }
 }
 
+// 8 columns of one row: `lo` columns 0..3, `hi` 4..7.
+struct Acc {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
+// A lane's 8 columns of 8 rows, one row per lane of the subgroup.
+struct Mix8 {
+    r0: Acc,
+    r1: Acc,
+    r2: Acc,
+    r3: Acc,
+    r4: Acc,
+    r5: Acc,
+    r6: Acc,
+    r7: Acc,
+}
+
+fn mac(acc: Acc, e: f32, v: Acc) -> Acc {
+    return Acc(fma(vec4<f32>(e), v.lo, acc.lo), fma(vec4<f32>(e), v.hi, acc.hi));
+}
+
+// `e` is lane i's element of P in row i: every lane takes each row's in turn.
+fn mix8(acc: Mix8, e: f32, v: Acc) -> Mix8 {
+    return Mix8(
+        mac(acc.r0, subgroupBroadcast(e, 0u), v),
+        mac(acc.r1, subgroupBroadcast(e, 1u), v),
+        mac(acc.r2, subgroupBroadcast(e, 2u), v),
+        mac(acc.r3, subgroupBroadcast(e, 3u), v),
+        mac(acc.r4, subgroupBroadcast(e, 4u), v),
+        mac(acc.r5, subgroupBroadcast(e, 5u), v),
+        mac(acc.r6, subgroupBroadcast(e, 6u), v),
+        mac(acc.r7, subgroupBroadcast(e, 7u), v),
+    );
+}
+
+fn store_row(t: Tile, r: u32, acc: Acc) {
+    store_mix(t, r, acc.lo, t.c0);
+    store_mix(t, r, acc.hi, t.c0 + 4u);
+}
+
+fn store_mix8(t: Tile, r0: u32, acc: Mix8) {
+    store_row(t, r0, acc.r0);
+    store_row(t, r0 + 1u, acc.r1);
+    store_row(t, r0 + 2u, acc.r2);
+    store_row(t, r0 + 3u, acc.r3);
+    store_row(t, r0 + 4u, acc.r4);
+    store_row(t, r0 + 5u, acc.r5);
+    store_row(t, r0 + 6u, acc.r6);
+    store_row(t, r0 + 7u, acc.r7);
+}
+
+// Index in P of row r0 + r (clamped to the last) of (batch, head) bh.
+fn p_row(bh: u32, r: u32) -> u32 {
+    return bh * p.p_size + min(r, p.m - 1u) * p.p_rs;
+}
+
 @compute @workgroup_size(8)
 fn mix(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
-    let t = tile_of(wg.x + wg.y * p.groups_x, lane);
+    let t = tile_of(wg.x + wg.y * p.groups_x, lane, MIX_COLS);
     if (!t.ok) {
         return;
     }
-    // this lane's row of P (clamped to the last)
-    let mine = t.bh * p.p_size + min(t.r0 + lane, p.m - 1u) * p.p_rs;
+    var p0 = p_row(t.bh, t.r0 + lane);
+    var p1 = p_row(t.bh, t.r0 + lane + 8u);
+    var p2 = p_row(t.bh, t.r0 + lane + 16u);
+    var p3 = p_row(t.bh, t.r0 + lane + 24u);
     // columns past d_kv read the head's last 4 and are never stored
-    var vi = ((t.b * p.y_len) * p.y_stride + p.y_col + t.h * p.d_kv + min(t.c0, p.d_kv - 4u)) / 4u;
+    let head = (t.b * p.y_len) * p.y_stride + p.y_col + t.h * p.d_kv;
+    var vlo = (head + min(t.c0, p.d_kv - 4u)) / 4u;
+    var vhi = (head + min(t.c0 + 4u, p.d_kv - 4u)) / 4u;
     let vs = p.y_stride / 4u;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    var acc4 = vec4<f32>(0.0);
-    var acc5 = vec4<f32>(0.0);
-    var acc6 = vec4<f32>(0.0);
-    var acc7 = vec4<f32>(0.0);
-    var pt = mine;
+    let z = Acc(vec4<f32>(0.0), vec4<f32>(0.0));
+    var acc0 = Mix8(z, z, z, z, z, z, z, z);
+    var acc1 = acc0;
+    var acc2 = acc0;
+    var acc3 = acc0;
     for (var s = 0u; s < p.t; s = s + 1u) {
-        let v = y[vi];
-        vi = vi + vs;
-        let e = f[pt];
-        pt = pt + p.p_ts;
-        acc0 = fma(vec4<f32>(subgroupBroadcast(e, 0u)), v, acc0);
-        acc1 = fma(vec4<f32>(subgroupBroadcast(e, 1u)), v, acc1);
-        acc2 = fma(vec4<f32>(subgroupBroadcast(e, 2u)), v, acc2);
-        acc3 = fma(vec4<f32>(subgroupBroadcast(e, 3u)), v, acc3);
-        acc4 = fma(vec4<f32>(subgroupBroadcast(e, 4u)), v, acc4);
-        acc5 = fma(vec4<f32>(subgroupBroadcast(e, 5u)), v, acc5);
-        acc6 = fma(vec4<f32>(subgroupBroadcast(e, 6u)), v, acc6);
-        acc7 = fma(vec4<f32>(subgroupBroadcast(e, 7u)), v, acc7);
+        let v = Acc(y[vlo], y[vhi]);
+        vlo = vlo + vs;
+        vhi = vhi + vs;
+        acc0 = mix8(acc0, f[p0], v);
+        acc1 = mix8(acc1, f[p1], v);
+        acc2 = mix8(acc2, f[p2], v);
+        acc3 = mix8(acc3, f[p3], v);
+        p0 = p0 + p.p_ts;
+        p1 = p1 + p.p_ts;
+        p2 = p2 + p.p_ts;
+        p3 = p3 + p.p_ts;
     }
-    store_mix(t, t.r0 + 0u, acc0);
-    store_mix(t, t.r0 + 1u, acc1);
-    store_mix(t, t.r0 + 2u, acc2);
-    store_mix(t, t.r0 + 3u, acc3);
-    store_mix(t, t.r0 + 4u, acc4);
-    store_mix(t, t.r0 + 5u, acc5);
-    store_mix(t, t.r0 + 6u, acc6);
-    store_mix(t, t.r0 + 7u, acc7);
+    store_mix8(t, t.r0, acc0);
+    store_mix8(t, t.r0 + 8u, acc1);
+    store_mix8(t, t.r0 + 16u, acc2);
+    store_mix8(t, t.r0 + 24u, acc3);
 }

@@ -134,9 +134,10 @@ struct TileParams {
     _pad: [u32; 3],
 }
 
-/// Rows and columns of one invocation's tile in `attention_tiles.wgsl`, and a workgroup's columns.
-const TILE_ROWS: usize = 8;
-const TILE_COLS: usize = 32;
+/// A workgroup's rows, keys (`scores`) and columns (`mix`) in `attention_tiles.wgsl`.
+const TILE_ROWS: usize = 32;
+const SCORE_COLS: usize = 32;
+const MIX_COLS: usize = 64;
 
 /// A head's rows in a projection buffer, as `attention_tiles.wgsl` reads them: row r of batch b
 /// at `(b * len + r) * stride + col + h * d_kv`.
@@ -192,7 +193,7 @@ impl Tiles {
         (flags, bias, mask): (u32, Option<&wgpu::Buffer>, Option<&wgpu::Buffer>),
         out: &wgpu::Buffer,
     ) {
-        let tiles_n = d.k_len.div_ceil(TILE_COLS);
+        let tiles_n = d.k_len.div_ceil(SCORE_COLS);
         let mut p = Self::dims_params(d, d.q_len, d.k_len, tiles_n);
         (p.x_len, p.x_stride, p.x_col) = (x.len as u32, x.stride as u32, x.col as u32);
         (p.y_len, p.y_stride, p.y_col) = (y.len as u32, y.stride as u32, y.col as u32);
@@ -255,7 +256,7 @@ impl Tiles {
         v: HeadRows,
         o: Mat,
     ) {
-        let mut p = Self::dims_params(d, m, d.d_kv, d.d_kv.div_ceil(TILE_COLS));
+        let mut p = Self::dims_params(d, m, d.d_kv, d.d_kv.div_ceil(MIX_COLS));
         p.t = t as u32;
         (p.y_len, p.y_stride, p.y_col) = (v.len as u32, v.stride as u32, v.col as u32);
         (p.o_stride, p.o_col) = (o.stride as u32, o.offset as u32);
