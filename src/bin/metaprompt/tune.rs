@@ -609,6 +609,9 @@ pub fn bench_tune(r: &Runner, steps: usize) -> Result<(), String> {
         fwd / 1e9,
         total / 1e9 / (median / 1e3)
     );
+    if r.name.starts_with("wgpu") {
+        allocator_report();
+    }
     if let Some(peak) = peak_rss_mib() {
         println!(
             "process peak memory {peak:.0} MiB (host RAM: on a CPU adapter it holds the adapter's \
@@ -616,6 +619,24 @@ pub fn bench_tune(r: &Runner, steps: usize) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// What the wgpu device's memory allocator holds after the steps: burn's generic path keeps the
+/// pool it grew to (its peak), ours drops a step's buffers when the step ends (its peak is the
+/// weights plus one step's buffers, printed above).
+fn allocator_report() {
+    let Ok(gpu) = pollster::block_on(Gpu::shared()) else {
+        return;
+    };
+    if let Some(a) = gpu.wgpu_device().generate_allocator_report() {
+        println!(
+            "wgpu allocator after the steps: {:.1} MiB of device memory in {} blocks, {:.1} MiB \
+             in live buffers",
+            a.total_reserved_bytes as f64 / 1048576.0,
+            a.blocks.len(),
+            a.total_allocated_bytes as f64 / 1048576.0
+        );
+    }
 }
 
 /// The process's peak resident memory (Linux `VmHWM`), if the system reports it.
