@@ -102,3 +102,69 @@ fn backward_add(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation
         out[base + c] = out[base + c] + t.x * w[c] * dy[base + c] - x[base + c] * t.y;
     }
 }
+
+// CPU adapters (chosen by `RmsNormKernel::new` where `kernels::cpu_variants`): one row per
+// invocation, 8 invocations per workgroup, no workgroup memory and no barriers. On lavapipe a
+// barrier is a coroutine switch and a workgroup-memory access a loop over the SIMD lanes, so the
+// 64-invocation reductions above cost more than the arithmetic.
+fn own_row(wg: vec3<u32>, lid: u32) -> u32 {
+    return (wg.x + wg.y * p.groups_x) * 8u + lid;
+}
+
+// (1 / rms, the coefficient of x in the input gradient) of the row at `base`, serially.
+fn row_terms(base: u32) -> vec2<f32> {
+    var ss = 0.0;
+    var dot = 0.0;
+    for (var c = 0u; c < p.cols; c = c + 1u) {
+        let v = x[base + c];
+        ss = fma(v, v, ss);
+        dot = fma(w[c] * dy[base + c], v, dot);
+    }
+    let n = f32(p.cols);
+    let r = inverseSqrt(ss / n + p.eps);
+    return vec2<f32>(r, r * r * r / n * dot);
+}
+
+@compute @workgroup_size(8)
+fn forward_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = own_row(wg, lid);
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.cols;
+    var ss = 0.0;
+    for (var c = 0u; c < p.cols; c = c + 1u) {
+        let v = x[base + c];
+        ss = fma(v, v, ss);
+    }
+    let r = inverseSqrt(ss / f32(p.cols) + p.eps);
+    for (var c = 0u; c < p.cols; c = c + 1u) {
+        out[base + c] = x[base + c] * r * w[c];
+    }
+}
+
+@compute @workgroup_size(8)
+fn backward_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = own_row(wg, lid);
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.cols;
+    let t = row_terms(base);
+    for (var c = 0u; c < p.cols; c = c + 1u) {
+        out[base + c] = t.x * w[c] * dy[base + c] - x[base + c] * t.y;
+    }
+}
+
+@compute @workgroup_size(8)
+fn backward_add_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = own_row(wg, lid);
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.cols;
+    let t = row_terms(base);
+    for (var c = 0u; c < p.cols; c = c + 1u) {
+        out[base + c] = out[base + c] + t.x * w[c] * dy[base + c] - x[base + c] * t.y;
+    }
+}

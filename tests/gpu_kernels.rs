@@ -27,6 +27,29 @@ fn rms_norm_forward_and_backward_match_reference_on_ragged_shapes() {
     }
 }
 
+/// Both variants (a 64-invocation workgroup per row; a row per invocation, for CPU adapters) on
+/// ragged shapes, including a row count that leaves the last workgroup of 8 rows partial.
+#[test]
+fn rms_norm_both_variants_match_reference() {
+    let gpu = gpu();
+    for row_per_lane in [false, true] {
+        let k = rms_norm::RmsNormKernel::with_row_per_lane(&gpu, row_per_lane);
+        for (rows, cols) in [(1, 1), (3, 63), (17, 512)] {
+            let x = test_values(rows * cols, 5);
+            let w = test_values(cols, 6);
+            let dy = test_values(rows * cols, 7);
+            let eps = rms_norm::EPS;
+            let y = pollster::block_on(k.forward(&gpu, &x, &w, eps)).unwrap();
+            let dx = pollster::block_on(k.backward(&gpu, &x, &w, &dy, eps)).unwrap();
+            let e = max_abs_diff(&y, &rms_norm::forward_ref(&x, &w, eps));
+            let de = max_abs_diff(&dx, &rms_norm::backward_ref(&x, &w, &dy, eps));
+            let what = format!("row_per_lane {row_per_lane}, {rows}x{cols}");
+            assert!(e <= TOLERANCE, "{what}: forward err {e}");
+            assert!(de <= TOLERANCE, "{what}: backward err {de}");
+        }
+    }
+}
+
 #[test]
 fn rms_norm_of_a_zero_row_is_zero_not_nan() {
     let gpu = gpu();
