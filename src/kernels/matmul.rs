@@ -230,9 +230,10 @@ impl Block {
     /// The block for an adapter. Measured with `bench kernels` at the tuning step's shapes: on an
     /// H100, 4 x 4 runs the [672 x 512] x [512 x 2048] product at 10.1 TFLOP/s against 4.2 for
     /// 8 x 8 (a quarter of the invocations leaves the GPU short of warps). On lavapipe (CPU) the
-    /// same product takes 2.5 s per step with 8 x 8 (4 GFLOP/s: every workgroup-memory access is a
-    /// loop over the SIMD lanes, every barrier a coroutine switch) and 0.8 s with `Rows`
-    /// (14 GFLOP/s). So `Rows` on native CPU (fallback) adapters, 4 x 4 on GPUs.
+    /// same product ran at 4 GFLOP/s with 8 x 8 (every workgroup-memory access is a loop over the
+    /// SIMD lanes, every barrier a coroutine switch) and runs at 15 GFLOP/s with `Rows`
+    /// (`results/bench/lavapipe.txt`). So `Rows` on native CPU adapters with 8-lane subgroups,
+    /// 8 x 8 on other CPU adapters (SwiftShader), 4 x 4 on GPUs.
     /// `METAPROMPT_MATMUL_BLOCK=4x4|8x8|rows` (native) overrides it for benchmarks.
     pub fn for_adapter(gpu: &Gpu) -> Self {
         match super::variant_override("METAPROMPT_MATMUL_BLOCK", &["4x4", "8x8", "rows"]) {

@@ -258,8 +258,8 @@ impl Shader {
 }
 
 /// Whether this adapter gets the kernel variants for CPU adapters (`matmul_q8_rows.wgsl`,
-/// `attention_tiles.wgsl`) by default: native fallback adapters (lavapipe), where they were
-/// measured, with [`lanes8`]. In the browser the fallback adapter is SwiftShader, where they are
+/// `attention_tiles.wgsl`, `rms_norm.wgsl`'s row-per-invocation entry points) by default: native
+/// fallback adapters (lavapipe), where they were measured, with [`lanes8`]. In the browser the fallback adapter is SwiftShader, where they are
 /// not measured, so it keeps the GPU variants.
 pub(crate) fn cpu_variants(gpu: &Gpu) -> bool {
     gpu.report().is_fallback && cfg!(not(target_arch = "wasm32")) && lanes8(gpu)
