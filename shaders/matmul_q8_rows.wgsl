@@ -143,6 +143,35 @@ fn zero8() -> Acc8 {
     return Acc8(z, z, z, z, z, z, z, z);
 }
 
+// A lane's 32 rows in four groups of 8; in group g, lane i loads row m0 + 8 g + i for all.
+struct Acc32 {
+    g0: Acc8,
+    g1: Acc8,
+    g2: Acc8,
+    g3: Acc8,
+}
+
+// `rows`: the vec4 indices in `a` of the lane's own row in each group (`lane_rows`).
+fn mac32(acc: Acc32, rows: vec4<u32>, k4: u32, w: Weights) -> Acc32 {
+    return Acc32(
+        mac8(acc.g0, a[rows.x + k4], w),
+        mac8(acc.g1, a[rows.y + k4], w),
+        mac8(acc.g2, a[rows.z + k4], w),
+        mac8(acc.g3, a[rows.w + k4], w),
+    );
+}
+
+fn store32(m0: u32, gn: u32, acc: Acc32) {
+    store8(m0, gn, acc.g0);
+    store8(m0 + 8u, gn, acc.g1);
+    store8(m0 + 16u, gn, acc.g2);
+    store8(m0 + 24u, gn, acc.g3);
+}
+
+fn zero32() -> Acc32 {
+    return Acc32(zero8(), zero8(), zero8(), zero8());
+}
+
 struct Tile {
     ok: bool,
     m0: u32,
@@ -165,6 +194,25 @@ fn a_row(m0: u32, r: u32) -> u32 {
     return (p.a_off + min(m0 + r, p.m - 1u) * p.lda) / 4u;
 }
 
+fn lane_rows(m0: u32, lane: u32) -> vec4<u32> {
+    return vec4<u32>(a_row(m0, lane), a_row(m0, lane + 8u), a_row(m0, lane + 16u), a_row(m0, lane + 24u));
+}
+
+// The bytes of 4 K rows from word `wl` (columns 0..3) and `wh` (4..7) on, not yet dequantised.
+fn raw_weights(wl: u32, wh: u32) -> Weights {
+    let ws = p.w_cols / 4u;
+    return Weights(
+        bytes4(w[wl]),
+        bytes4(w[wl + ws]),
+        bytes4(w[wl + 2u * ws]),
+        bytes4(w[wl + 3u * ws]),
+        bytes4(w[wh]),
+        bytes4(w[wh + ws]),
+        bytes4(w[wh + 2u * ws]),
+        bytes4(w[wh + 3u * ws]),
+    );
+}
+
 // (scale, -zero * scale) of 4 product columns from `col` on, in `main`
 fn column_quant(col: u32) -> array<vec4<f32>, 2> {
     let qa = quant[col / 2u];
@@ -181,39 +229,29 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) l
     }
     let ql = column_quant(t.lo);
     let qh = column_quant(t.hi);
-    let r0 = a_row(t.m0, lane);
-    let r1 = a_row(t.m0, lane + 8u);
-    let r2 = a_row(t.m0, lane + 16u);
-    let r3 = a_row(t.m0, lane + 24u);
-    var acc0 = zero8();
-    var acc1 = zero8();
-    var acc2 = zero8();
-    var acc3 = zero8();
-    let ws = p.w_cols / 4u;
+    let rows = lane_rows(t.m0, lane);
+    var acc = zero32();
+    // 4 K rows of w_cols / 4 words each
+    let step = p.w_cols;
     var wl = t.lo / 4u;
     var wh = t.hi / 4u;
     for (var k4 = 0u; k4 < p.k / 4u; k4 = k4 + 1u) {
+        let b = raw_weights(wl, wh);
+        wl = wl + step;
+        wh = wh + step;
         let wk = Weights(
-            fma(bytes4(w[wl]), ql[0], ql[1]),
-            fma(bytes4(w[wl + ws]), ql[0], ql[1]),
-            fma(bytes4(w[wl + 2u * ws]), ql[0], ql[1]),
-            fma(bytes4(w[wl + 3u * ws]), ql[0], ql[1]),
-            fma(bytes4(w[wh]), qh[0], qh[1]),
-            fma(bytes4(w[wh + ws]), qh[0], qh[1]),
-            fma(bytes4(w[wh + 2u * ws]), qh[0], qh[1]),
-            fma(bytes4(w[wh + 3u * ws]), qh[0], qh[1]),
+            fma(b.lo0, ql[0], ql[1]),
+            fma(b.lo1, ql[0], ql[1]),
+            fma(b.lo2, ql[0], ql[1]),
+            fma(b.lo3, ql[0], ql[1]),
+            fma(b.hi0, qh[0], qh[1]),
+            fma(b.hi1, qh[0], qh[1]),
+            fma(b.hi2, qh[0], qh[1]),
+            fma(b.hi3, qh[0], qh[1]),
         );
-        wl = wl + 4u * ws;
-        wh = wh + 4u * ws;
-        acc0 = mac8(acc0, a[r0 + k4], wk);
-        acc1 = mac8(acc1, a[r1 + k4], wk);
-        acc2 = mac8(acc2, a[r2 + k4], wk);
-        acc3 = mac8(acc3, a[r3 + k4], wk);
+        acc = mac32(acc, rows, k4, wk);
     }
-    store8(t.m0, t.n, acc0);
-    store8(t.m0 + 8u, t.n, acc1);
-    store8(t.m0 + 16u, t.n, acc2);
-    store8(t.m0 + 24u, t.n, acc3);
+    store32(t.m0, t.n, acc);
 }
 
 @compute @workgroup_size(8)
@@ -222,15 +260,10 @@ fn main_t(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id)
     if (!t.ok) {
         return;
     }
-    let r0 = a_row(t.m0, lane);
-    let r1 = a_row(t.m0, lane + 8u);
-    let r2 = a_row(t.m0, lane + 16u);
-    let r3 = a_row(t.m0, lane + 24u);
-    var acc0 = zero8();
-    var acc1 = zero8();
-    var acc2 = zero8();
-    var acc3 = zero8();
-    let ws = p.w_cols / 4u;
+    let rows = lane_rows(t.m0, lane);
+    var acc = zero32();
+    // 4 K rows of w_cols / 4 words each
+    let step = p.w_cols;
     var wl = t.lo / 4u;
     var wh = t.hi / 4u;
     // (scale, zero) pairs of 16 K rows, loaded every 4 steps: lane l holds rows 4 k4 + 2 l, + 1
@@ -252,25 +285,20 @@ fn main_t(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id)
             select(subgroupBroadcast(q, 5u), subgroupBroadcast(q, 7u), j == 3u),
             j >= 2u,
         );
+        let b = raw_weights(wl, wh);
+        wl = wl + step;
+        wh = wh + step;
         let wk = Weights(
-            (bytes4(w[wl]) - qa.y) * qa.x,
-            (bytes4(w[wl + ws]) - qa.w) * qa.z,
-            (bytes4(w[wl + 2u * ws]) - qb.y) * qb.x,
-            (bytes4(w[wl + 3u * ws]) - qb.w) * qb.z,
-            (bytes4(w[wh]) - qa.y) * qa.x,
-            (bytes4(w[wh + ws]) - qa.w) * qa.z,
-            (bytes4(w[wh + 2u * ws]) - qb.y) * qb.x,
-            (bytes4(w[wh + 3u * ws]) - qb.w) * qb.z,
+            (b.lo0 - qa.y) * qa.x,
+            (b.lo1 - qa.w) * qa.z,
+            (b.lo2 - qb.y) * qb.x,
+            (b.lo3 - qb.w) * qb.z,
+            (b.hi0 - qa.y) * qa.x,
+            (b.hi1 - qa.w) * qa.z,
+            (b.hi2 - qb.y) * qb.x,
+            (b.hi3 - qb.w) * qb.z,
         );
-        wl = wl + 4u * ws;
-        wh = wh + 4u * ws;
-        acc0 = mac8(acc0, a[r0 + k4], wk);
-        acc1 = mac8(acc1, a[r1 + k4], wk);
-        acc2 = mac8(acc2, a[r2 + k4], wk);
-        acc3 = mac8(acc3, a[r3 + k4], wk);
+        acc = mac32(acc, rows, k4, wk);
     }
-    store8(t.m0, t.n, acc0);
-    store8(t.m0 + 8u, t.n, acc1);
-    store8(t.m0 + 16u, t.n, acc2);
-    store8(t.m0 + 24u, t.n, acc3);
+    store32(t.m0, t.n, acc);
 }

@@ -58,6 +58,11 @@ fn forward(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_inde
     }
 }
 
+// dx of column c of the row at `base`, given the row's `gradient_terms` / `row_terms`.
+fn dx_at(base: u32, c: u32, t: vec2<f32>) -> f32 {
+    return t.x * w[c] * dy[base + c] - x[base + c] * t.y;
+}
+
 // (1 / rms, the coefficient of x in the input gradient) of `row`, for every invocation.
 fn gradient_terms(base: u32, lid: u32) -> vec2<f32> {
     var ss = 0.0;
@@ -85,7 +90,7 @@ fn backward(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_ind
     let base = row * p.cols;
     let t = gradient_terms(base, lid);
     for (var c = lid; c < p.cols; c = c + WG) {
-        out[base + c] = t.x * w[c] * dy[base + c] - x[base + c] * t.y;
+        out[base + c] = dx_at(base, c, t);
     }
 }
 
@@ -99,7 +104,7 @@ fn backward_add(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation
     let base = row * p.cols;
     let t = gradient_terms(base, lid);
     for (var c = lid; c < p.cols; c = c + WG) {
-        out[base + c] = out[base + c] + t.x * w[c] * dy[base + c] - x[base + c] * t.y;
+        out[base + c] = out[base + c] + dx_at(base, c, t);
     }
 }
 
@@ -152,7 +157,7 @@ fn backward_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     let base = row * p.cols;
     let t = row_terms(base);
     for (var c = 0u; c < p.cols; c = c + 1u) {
-        out[base + c] = t.x * w[c] * dy[base + c] - x[base + c] * t.y;
+        out[base + c] = dx_at(base, c, t);
     }
 }
 
@@ -165,6 +170,6 @@ fn backward_add_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
     let base = row * p.cols;
     let t = row_terms(base);
     for (var c = 0u; c < p.cols; c = c + 1u) {
-        out[base + c] = out[base + c] + t.x * w[c] * dy[base + c] - x[base + c] * t.y;
+        out[base + c] = out[base + c] + dx_at(base, c, t);
     }
 }

@@ -71,6 +71,27 @@ struct Params {
     groups_x: u32,
 }
 
+/// What a dispatch computes; each has a workgroup-per-row and a row-per-invocation entry point.
+#[derive(Clone, Copy)]
+enum Op {
+    Forward,
+    Backward,
+    BackwardAdd,
+}
+
+impl Op {
+    fn entry(self, row_per_lane: bool) -> &'static str {
+        match (self, row_per_lane) {
+            (Op::Forward, false) => "forward",
+            (Op::Backward, false) => "backward",
+            (Op::BackwardAdd, false) => "backward_add",
+            (Op::Forward, true) => "forward_rows",
+            (Op::Backward, true) => "backward_rows",
+            (Op::BackwardAdd, true) => "backward_add_rows",
+        }
+    }
+}
+
 /// Compiled pipelines of `rms_norm.wgsl` on one device.
 pub struct RmsNormKernel {
     shader: Shader,
@@ -94,14 +115,10 @@ impl RmsNormKernel {
                 "rms_norm.wgsl",
                 SHADER,
                 &[Read, Read, Read, ReadWrite],
-                &[
-                    "forward",
-                    "backward",
-                    "backward_add",
-                    "forward_rows",
-                    "backward_rows",
-                    "backward_add_rows",
-                ],
+                &[Op::Forward, Op::Backward, Op::BackwardAdd]
+                    .into_iter()
+                    .flat_map(|op| [op.entry(false), op.entry(true)])
+                    .collect::<Vec<_>>(),
             ),
             row_per_lane,
         }
@@ -120,7 +137,7 @@ impl RmsNormKernel {
         cols: usize,
         eps: f32,
     ) {
-        self.record(gpu, enc, "forward", [x, w, x, out], rows, cols, eps);
+        self.record(gpu, enc, Op::Forward, [x, w, x, out], rows, cols, eps);
     }
 
     /// Records `out += dx`, the input gradient for upstream gradient `dy`.
@@ -137,7 +154,7 @@ impl RmsNormKernel {
         cols: usize,
         eps: f32,
     ) {
-        self.record(gpu, enc, "backward_add", [x, w, dy, out], rows, cols, eps);
+        self.record(gpu, enc, Op::BackwardAdd, [x, w, dy, out], rows, cols, eps);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -145,7 +162,7 @@ impl RmsNormKernel {
         &self,
         gpu: &Gpu,
         enc: &mut wgpu::CommandEncoder,
-        entry: &str,
+        op: Op,
         buffers: [&wgpu::Buffer; 4],
         rows: usize,
         cols: usize,
@@ -154,10 +171,10 @@ impl RmsNormKernel {
         if rows == 0 {
             return;
         }
-        let (entry, groups) = if self.row_per_lane {
-            (format!("{entry}_rows"), grid(rows.div_ceil(8) as u32))
+        let groups = if self.row_per_lane {
+            grid(rows.div_ceil(8) as u32)
         } else {
-            (entry.to_string(), grid(rows as u32))
+            grid(rows as u32)
         };
         let params = Params {
             rows: rows as u32,
@@ -165,8 +182,14 @@ impl RmsNormKernel {
             eps,
             groups_x: groups.0,
         };
-        self.shader
-            .dispatch(gpu, enc, &entry, &buffers, &params, groups);
+        self.shader.dispatch(
+            gpu,
+            enc,
+            op.entry(self.row_per_lane),
+            &buffers,
+            &params,
+            groups,
+        );
     }
 
     pub async fn forward(
@@ -176,7 +199,7 @@ impl RmsNormKernel {
         w: &[f32],
         eps: f32,
     ) -> Result<Vec<f32>, KernelError> {
-        self.run(gpu, "forward", x, w, None, eps).await
+        self.run(gpu, Op::Forward, x, w, None, eps).await
     }
 
     pub async fn backward(
@@ -193,13 +216,13 @@ impl RmsNormKernel {
             x.len(),
             "the upstream gradient has the shape of x",
         )?;
-        self.run(gpu, "backward", x, w, Some(dy), eps).await
+        self.run(gpu, Op::Backward, x, w, Some(dy), eps).await
     }
 
     async fn run(
         &self,
         gpu: &Gpu,
-        entry: &str,
+        op: Op,
         x: &[f32],
         w: &[f32],
         dy: Option<&[f32]>,
@@ -232,15 +255,7 @@ impl RmsNormKernel {
         let mut enc = gpu
             .wgpu_device()
             .create_command_encoder(&Default::default());
-        self.record(
-            gpu,
-            &mut enc,
-            entry,
-            [&xb, &wb, &dyb, &out],
-            rows,
-            cols,
-            eps,
-        );
+        self.record(gpu, &mut enc, op, [&xb, &wb, &dyb, &out], rows, cols, eps);
         gpu.queue().submit([enc.finish()]);
         read_back(gpu, &out, x.len()).await
     }
