@@ -138,7 +138,7 @@ fn int8_matmul_matches_reference_with(gpu: &Gpu, block: Block) {
         (70, 65, &[130][..]),
         (129, 512, &[67, 64, 3][..]),
         // Block::Rows (shaders/matmul_q8_rows.wgsl) takes products whose K and n are multiples
-        // of 4 (the others run main8): 9 and 5 rows, 40, 36 and 1500 columns leave its 8-row and
+        // of 4 (the others run main8): 9 and 5 rows, 40, 36 and 1500 columns leave its 32-row and
         // 64-column tiles ragged.
         (9, 36, &[40][..]),
         // Split-K: few output tiles over a long K, forward (K = 1000) and transposed (K = 1500,
@@ -189,8 +189,9 @@ fn int8_matmul_rejects_a_wrong_activation_shape() {
 /// Tolerance for attention outputs and gradients (values O(1), sums over <= 64 terms).
 const ATTN_TOL: f32 = 1e-5;
 
-/// Both variants: `Workgroups` (GPUs) and `Tiles` (CPU adapters; its tiles are 8 rows by 32
-/// columns, so the shapes below leave partial tiles, and d_kv = 1 takes the `Workgroups` path).
+/// Both variants: `Workgroups` (GPUs) and `Tiles` (CPU adapters; its tiles are 32 rows by 32
+/// keys in `scores` and by 64 columns in `mix`, so the shapes below leave partial tiles, and
+/// d_kv = 1 takes the `Workgroups` path).
 #[test]
 fn attention_matches_reference_with_biases_masks_and_fully_masked_rows() {
     let gpu = gpu();
