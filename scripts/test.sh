@@ -9,6 +9,11 @@ export CARGO_TERM_COLOR=never
 # a reused target dir exactly as trustworthy as a new one, minus half an hour of compiling.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/metaprompt/target}"
 mkdir -p "$CARGO_TARGET_DIR"
+# Mesa's Vulkan device-select layer (an implicit layer every Vulkan program loads) asks libwayland
+# for a display while listing adapters, and libwayland prints "XDG_RUNTIME_DIR is invalid or not
+# set" once per test process where that is unset (CI's shell). The layer only orders GPUs by the
+# display they drive; there is no display here and wgpu picks the adapter itself: switch it off.
+export NODEVICE_SELECT=1
 step() { printf '\n=== %s (%s)\n' "$*" "$(date +%T)"; }
 t0=$(date +%s)
 

@@ -46,13 +46,11 @@ fn two_contenders_train_side_by_side_on_pasted_examples() {
     assert_eq!(pasted.rejected[0].line, 5);
     assert_eq!(pasted.labels, ["positive", "negative"]);
 
-    // The tiny random model's landscape is rough: at lr 1 the curve swings with the last bit of
-    // the arithmetic (it rose on one machine and fell on another); at 0.05 it descends.
+    // The page's optimiser and learning rate (Adafactor, 0.3).
     let settings = Settings {
         k_per_class: 3,
         prompt_len: 4,
         steps: 40,
-        lr: 0.05,
         batch_size: 4,
         eval_every: 20,
         ..Settings::default()
@@ -91,8 +89,13 @@ fn two_contenders_train_side_by_side_on_pasted_examples() {
             mean(&log.losses[..4]),
             mean(&log.losses[settings.steps - 4..]),
         );
-        // At least half a nat lower: the tiny random model starts near 12 and its floor is
-        // about ln(32128) = 10.4, so a relative bound sits too close to the floor.
+        // At least half a nat lower.
+        eprintln!(
+            "margin: {}: mean loss of the first 4 steps {first:.3}, of the last 4 {last:.3}; \
+             fell {:.3} nat, bound 0.5",
+            log.init.label(),
+            first - last
+        );
         assert!(
             last < first - 0.5,
             "{}: loss {first} -> {last} {:?}",

@@ -56,8 +56,10 @@ fn config(algo: Algo) -> MetaConfig {
         meta_steps: 150,
         task_batch: 2,
         inner_steps: 2,
-        inner_lr: 1e-3,
-        outer_lr: 0.005,
+        // The tiny model's support-loss curvature is O(1): at 0.3 the inner steps move the
+        // prompt and MAML's Hessian terms count (see the gradient test).
+        inner_lr: 0.3,
+        outer_lr: 0.01,
         outer_optimizer: OptimizerKind::Adam,
         support: 4,
         query: 4,
@@ -87,11 +89,11 @@ fn maml_gradient_matches_finite_differences_of_the_meta_objective_and_fomaml_doe
     let p0 = prompt(t5.config.d_model);
     let ep = episodes(&tasks(), 1, 1, 4, 4, 3).remove(0);
     let inner = Inner {
-        // The random tiny model is sharp (support-loss curvature up to ~600 along the query
-        // gradient); at this rate a * H is still below 1, so the inner loop is stable and the
-        // finite differences below stay in the linear regime, while the Hessian terms still count.
+        // The tiny model's support-loss curvature is O(1) (T5's initialisation): at this rate
+        // the Hessian terms are 15-45% of the outer gradient on model seeds 3, 4 and 5, and the
+        // inner loop is stable.
         steps: 3,
-        lr: 1e-3,
+        lr: 0.3,
         // Relative to |p0| (about 3 here): an absolute radius of about 1e-3.
         fd_eps: 3e-4,
     };
@@ -129,18 +131,32 @@ fn maml_gradient_matches_finite_differences_of_the_meta_objective_and_fomaml_doe
         worst.0 = worst.0.max((dot(&maml, u) - fd).abs() / scale);
         worst.1 = worst.1.max((dot(&fomaml, u) - fd).abs() / scale);
     }
+    // Measured on seeds 3, 4, 5: MAML 2.7e-4 to 5.2e-4, FoMAML 0.16 to 0.46.
     eprintln!(
-        "directional-derivative error / |g|: maml {:.2e}, fomaml {:.2e}",
-        worst.0, worst.1
+        "margin: MAML's directional-derivative error / |g| {:.2e} (bound 1e-2, {:.0}x under); \
+         FoMAML's {:.2e} (bound 0.05, {:.1}x over)",
+        worst.0,
+        1e-2 / worst.0,
+        worst.1,
+        worst.1 / 0.05
     );
     assert!(worst.0 < 1e-2, "MAML off by {}", worst.0);
     // The Hessian terms matter at this inner learning rate: dropping them is visibly wrong.
-    assert!(
-        worst.1 > 5.0 * worst.0,
-        "FoMAML {} vs MAML {}",
-        worst.1,
-        worst.0
-    );
+    assert!(worst.1 > 0.05, "FoMAML only {} off", worst.1);
+}
+
+/// `p` moved by a 1e-6 pseudo-random nudge per value: another machine's rounding, in effect.
+fn nudged(p: &SoftPrompt) -> SoftPrompt {
+    let noise = test_values(p.values.len(), 77);
+    SoftPrompt {
+        values: p
+            .values
+            .iter()
+            .zip(&noise)
+            .map(|(x, n)| x + 1e-6 * n)
+            .collect(),
+        ..p.clone()
+    }
 }
 
 #[test]
@@ -152,7 +168,6 @@ fn every_algorithm_lowers_the_adapted_loss_on_held_out_episodes() {
     let probe: Vec<Episode> = (1000..1004)
         .flat_map(|s| episodes(held, s, 2, 4, 4, 1))
         .collect();
-    let mut results = Vec::new();
     for algo in Algo::ALL {
         let cfg = config(algo);
         let inner = Inner {
@@ -160,28 +175,49 @@ fn every_algorithm_lowers_the_adapted_loss_on_held_out_episodes() {
             lr: cfg.inner_lr,
             fd_eps: cfg.fd_eps,
         };
-        let mut state = MetaState::new(cfg, train, prompt(t5.config.d_model));
-        let start = objective(&t5, &state.prompt, &probe, inner);
-        pollster::block_on(meta_train(
-            Engine::Ours(&t5),
-            &mut state,
-            train,
-            &mut |_, _| ControlFlow::Continue(()),
-        ))
-        .unwrap();
-        let end = objective(&t5, &state.prompt, &probe, inner);
+        // The property must hold on the trajectory a machine with other rounding would take,
+        // not only on this one: each algorithm runs from the start and from a nudged start.
+        let p0 = prompt(t5.config.d_model);
+        let mut falls = Vec::new();
+        for start_prompt in [p0.clone(), nudged(&p0)] {
+            let mut state = MetaState::new(cfg.clone(), train, start_prompt);
+            let start = objective(&t5, &state.prompt, &probe, inner);
+            pollster::block_on(meta_train(
+                Engine::Ours(&t5),
+                &mut state,
+                train,
+                &mut |_, _| ControlFlow::Continue(()),
+            ))
+            .unwrap();
+            let end = objective(&t5, &state.prompt, &probe, inner);
+            assert_eq!(state.curve.len(), 150);
+            falls.push((start, end));
+        }
+        let [(start, end), (_, nudged_end)] = falls[..] else {
+            unreachable!()
+        };
+        let worst = start - end.max(nudged_end);
+        // At least 0.5 nat lower. Measured on model seeds 3-7: every algorithm falls by 1.2 to
+        // 2.7 nat, from either start. On the earlier, sharper random model (curvature ~600) a
+        // 1e-6 nudge moved FoMAML's end by 0.35 nat and MAML rose on one machine, fell on another.
         eprintln!(
-            "{}: held-out adapted loss {start:.4} -> {end:.4}",
+            "margin: {}: held-out adapted loss {start:.4} -> {end:.4} (nudged start: \
+             {nudged_end:.4}); fell {worst:.3} nat, bound 0.5",
             algo.name()
         );
-        assert_eq!(state.curve.len(), 150);
-        results.push((algo, start, end));
-    }
-    // At least 0.1 nat lower. At outer lr 0.01 MAML's held-out loss fell on one machine and
-    // rose on another (an AVX-512 machine against an AVX2 one): the tiny random model's
-    // landscape is rough. At 0.005 it falls by 0.26 (the others by 0.5 to 0.8).
-    for (algo, start, end) in results {
-        assert!(end < start - 0.1, "{}: {start} -> {end}", algo.name());
+        assert!(
+            worst > 0.5,
+            "{}: {start} -> {end} (nudged: {nudged_end})",
+            algo.name()
+        );
+        // First-order methods follow a smooth path: the nudge barely moves where they end.
+        if algo != Algo::Maml {
+            assert!(
+                (end - nudged_end).abs() < 0.05,
+                "{}: a 1e-6 nudge of the start moved the end from {end} to {nudged_end}",
+                algo.name()
+            );
+        }
     }
 }
 
@@ -240,12 +276,13 @@ fn a_resumed_run_ends_exactly_where_an_uninterrupted_one_does() {
 #[test]
 fn bad_settings_and_data_are_named() {
     let t5 = model();
-    let run = |cfg: MetaConfig, tasks: &[SourceTask]| {
-        let mut s = MetaState::new(cfg, tasks, prompt(t5.config.d_model));
+    let run_from = |cfg: MetaConfig, tasks: &[SourceTask], p0: SoftPrompt| {
+        let mut s = MetaState::new(cfg, tasks, p0);
         pollster::block_on(meta_train(Engine::Ours(&t5), &mut s, tasks, &mut |_, _| {
             ControlFlow::Continue(())
         }))
     };
+    let run = |cfg: MetaConfig, tasks: &[SourceTask]| run_from(cfg, tasks, prompt(16));
     let mut small = tasks();
     small[2].pool.truncate(1);
     assert_eq!(
@@ -265,16 +302,12 @@ fn bad_settings_and_data_are_named() {
     .unwrap_err();
     assert!(e.to_string().contains("--inner-steps"), "{e}");
     assert_eq!(run(config(Algo::Maml), &[]), Err(MetaError::NoTasks));
-    // An inner learning rate that blows the prompt up stops with the step and task named.
-    let e = run(
-        MetaConfig {
-            inner_lr: 1e38,
-            inner_steps: 3,
-            ..config(Algo::FoMaml)
-        },
-        &tasks(),
-    )
-    .unwrap_err();
+    // A start that is not finite (say, a corrupted initialisation file) stops with the step and
+    // task named. (An inner rate of 1e38 overflowed the prompt of the earlier, sharper random
+    // model, whose gradients were 20-50 times larger; on this one the prompt stays finite.)
+    let mut bad = prompt(16);
+    bad.values[5] = f32::NAN;
+    let e = run_from(config(Algo::FoMaml), &tasks(), bad).unwrap_err();
     let msg = e.to_string();
     assert!(
         msg.contains("meta-step 1, task task") && msg.contains("not finite"),

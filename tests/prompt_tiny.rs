@@ -86,52 +86,79 @@ fn prompt_gradient_matches_finite_differences() {
     assert!(g.iter().any(|x| x.abs() > 1e-4), "gradient is all zero");
 }
 
-#[test]
-fn tuning_lowers_the_loss_and_reports_every_step() {
-    let t5 = model();
+/// `p` moved by a 1e-6 pseudo-random nudge per value: another machine's rounding, in effect.
+fn nudged(p: &SoftPrompt) -> SoftPrompt {
+    let noise = test_values(p.values.len(), 77);
+    SoftPrompt {
+        values: p
+            .values
+            .iter()
+            .zip(&noise)
+            .map(|(x, n)| x + 1e-6 * n)
+            .collect(),
+        ..p.clone()
+    }
+}
+
+/// Tunes from the test prompt and from a nudged copy (the path another machine's rounding would
+/// take) and returns the loss before and the larger of the two losses after, checking that
+/// `report` sees every step.
+fn tune_both(t5: &T5, cfg: &TuneConfig) -> (f32, f32) {
     let d = data();
     let all: Vec<&Pair> = d.iter().collect();
     let p = prompt(4, t5.config.d_model);
-    let before = loss_at(&t5, &p, &all);
-    // The tiny random model's landscape is rough (gradient norms near 100 at the start): at
-    // lr 0.3 the outcome swings with the last bit of the arithmetic, at 0.05 it descends.
+    let before = loss_at(t5, &p, &all);
+    let mut after = f32::MIN;
+    for start in [p.clone(), nudged(&p)] {
+        let mut seen = 0;
+        let tuned = pollster::block_on(tune::tune(t5, start, &d, cfg, &mut |r| {
+            seen += 1;
+            assert_eq!(r.step, seen);
+            ControlFlow::Continue(())
+        }))
+        .unwrap();
+        assert_eq!(tuned.stop, StopReason::Budget);
+        assert_eq!(seen, cfg.steps);
+        after = after.max(loss_at(t5, &tuned.prompt, &all));
+    }
+    (before, after)
+}
+
+// Both learning tests below: at least 20% lower. Measured on model seeds 3-7 (either start):
+// 0.45-0.58 of the start with Adam, 0.31-0.57 with Adafactor. On the earlier, sharper random
+// model a 1e-6 nudge moved the end by up to 2 nat.
+#[test]
+fn tuning_lowers_the_loss_and_reports_every_step() {
+    let t5 = model();
     let cfg = TuneConfig {
         steps: 40,
         batch_size: 4,
-        lr: 0.05,
         optimizer: OptimizerKind::Adam,
         ..TuneConfig::default()
     };
-    let mut seen = 0;
-    let tuned = pollster::block_on(tune::tune(&t5, p, &d, &cfg, &mut |r| {
-        seen += 1;
-        assert_eq!(r.step, seen);
-        ControlFlow::Continue(())
-    }))
-    .unwrap();
-    let after = loss_at(&t5, &tuned.prompt, &all);
-    assert_eq!(tuned.stop, StopReason::Budget);
-    assert_eq!(seen, 40);
+    let (before, after) = tune_both(&t5, &cfg);
+    eprintln!(
+        "margin: Adam lr {}: loss {before:.3} -> {after:.3}, {:.2} of the start (bound 0.8)",
+        cfg.lr,
+        after / before
+    );
     assert!(after < before * 0.8, "loss {before} -> {after}");
 }
 
 #[test]
 fn adafactor_at_lesters_learning_rate_also_learns() {
     let t5 = model();
-    let d = data();
-    let all: Vec<&Pair> = d.iter().collect();
-    let p = prompt(4, t5.config.d_model);
-    let before = loss_at(&t5, &p, &all);
     let cfg = TuneConfig {
         steps: 80,
         batch_size: 4,
         ..TuneConfig::default()
     };
-    let tuned = pollster::block_on(tune::tune(&t5, p, &d, &cfg, &mut |_| {
-        ControlFlow::Continue(())
-    }))
-    .unwrap();
-    let after = loss_at(&t5, &tuned.prompt, &all);
+    let (before, after) = tune_both(&t5, &cfg);
+    eprintln!(
+        "margin: Adafactor lr {}: loss {before:.3} -> {after:.3}, {:.2} of the start (bound 0.8)",
+        cfg.lr,
+        after / before
+    );
     assert!(after < before * 0.8, "loss {before} -> {after}");
 }
 
