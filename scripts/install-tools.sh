@@ -53,9 +53,11 @@ if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGE
 fi
 
 if [ "$(trunk --version 2>/dev/null | awk '{print $2}')" != "$TRUNK_VERSION" ]; then
-  # trunk 0.22 needs a newer rustc than this machine's 1.95.
-  log "cargo install trunk $TRUNK_VERSION (10-20 minutes on 2 cores)"
-  cargo install trunk --version "$TRUNK_VERSION" --locked --force
+  # trunk 0.22 needs a newer rustc than this machine's 1.95. Without default features: no TLS
+  # stack (ring, rustls: 25 of its 489 crates) and no update check. It never downloads here
+  # (Trunk.toml: offline, local tools) and serves plain HTTP on loopback.
+  log "cargo install trunk $TRUNK_VERSION (10-15 minutes on 2 cores)"
+  cargo install trunk --version "$TRUNK_VERSION" --locked --no-default-features --force
 fi
 
 fi
