@@ -51,7 +51,8 @@ if [ ! -s models/flan-t5-small/model.safetensors ] || [ models/flan-t5-small-onn
 fi
 
 step "native tests (wgpu on $(ls /usr/share/vulkan/icd.d/ | grep -q lvp && echo lavapipe || echo the system adapter))"
-lint cargo test --all-targets
+# --show-output: what passing tests print, such as every learning test's `margin:` line.
+lint cargo test --all-targets -- --show-output
 
 step "waiting for trunk and wasm-bindgen-cli"
 if ! wait "$tools_pid"; then
