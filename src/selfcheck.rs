@@ -46,6 +46,22 @@ pub fn test_values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// `p` with every value moved by `size` times a value of [`test_values`] (in [-2, 2)): a start
+/// that another machine's rounding would, in effect, have given. Learning tests assert their
+/// property from both starts, so that it is not one trajectory's luck.
+pub fn nudged(p: &crate::prompt::SoftPrompt, size: f32) -> crate::prompt::SoftPrompt {
+    let noise = test_values(p.values.len(), 77);
+    crate::prompt::SoftPrompt {
+        values: p
+            .values
+            .iter()
+            .zip(&noise)
+            .map(|(x, n)| x + size * n)
+            .collect(),
+        ..p.clone()
+    }
+}
+
 /// Runs RMS norm forward and backward on `rows x cols` through our kernel and through burn.
 pub async fn rms_norm_check(
     gpu: &Gpu,

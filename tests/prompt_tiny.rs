@@ -10,7 +10,7 @@ use metaprompt::model::{T5, T5Config};
 use metaprompt::prompt::SoftPrompt;
 use metaprompt::prompt::optim::OptimizerKind;
 use metaprompt::prompt::tune::{self, Pair, StopReason, TuneConfig, TuneError};
-use metaprompt::selfcheck::test_values;
+use metaprompt::selfcheck::{nudged, test_values};
 use std::ops::ControlFlow;
 
 fn model() -> T5 {
@@ -86,20 +86,6 @@ fn prompt_gradient_matches_finite_differences() {
     assert!(g.iter().any(|x| x.abs() > 1e-4), "gradient is all zero");
 }
 
-/// `p` moved by a 1e-6 pseudo-random nudge per value: another machine's rounding, in effect.
-fn nudged(p: &SoftPrompt) -> SoftPrompt {
-    let noise = test_values(p.values.len(), 77);
-    SoftPrompt {
-        values: p
-            .values
-            .iter()
-            .zip(&noise)
-            .map(|(x, n)| x + 1e-6 * n)
-            .collect(),
-        ..p.clone()
-    }
-}
-
 /// Tunes from the test prompt and from a nudged copy (the path another machine's rounding would
 /// take) and returns the loss before and the larger of the two losses after, checking that
 /// `report` sees every step.
@@ -109,7 +95,7 @@ fn tune_both(t5: &T5, cfg: &TuneConfig) -> (f32, f32) {
     let p = prompt(4, t5.config.d_model);
     let before = loss_at(t5, &p, &all);
     let mut after = f32::MIN;
-    for start in [p.clone(), nudged(&p)] {
+    for start in [p.clone(), nudged(&p, 1e-6)] {
         let mut seen = 0;
         let tuned = pollster::block_on(tune::tune(t5, start, &d, cfg, &mut |r| {
             seen += 1;
