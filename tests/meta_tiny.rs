@@ -184,7 +184,7 @@ fn every_algorithm_lowers_the_adapted_loss_on_held_out_episodes() {
         };
         let worst = start - end.max(nudged_end);
         // At least 0.5 nat lower. Measured on model seeds 3-7: every algorithm falls by 1.2 to
-        // 2.7 nat, from either start. On the earlier, sharper random model (src/model/tiny.rs) a
+        // 3.0 nat, from either start. On the earlier, sharper random model (src/model/tiny.rs) a
         // 1e-6 nudge moved FoMAML's end by 0.35 nat and MAML rose on one machine, fell on another.
         eprintln!(
             "margin: {}: held-out adapted loss {start:.4} -> {end:.4} (nudged start: \
