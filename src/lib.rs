@@ -5,6 +5,7 @@ pub mod clock;
 pub mod compare;
 pub mod cpu;
 pub mod gpu;
+pub mod graph;
 pub mod kernels;
 pub mod meta;
 pub mod model;

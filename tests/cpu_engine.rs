@@ -107,12 +107,12 @@ fn real_model_loss_and_gradient_match_burn() {
 /// engine: same loss, prompt gradient, ranking and greedy outputs on the tiny model and on the
 /// real flan-t5-small. Tolerance: 1e-4 (tiny) and 1e-3 (real) relative, as the CPU engine
 /// against burn.
-fn gpu_engine(bytes: &[u8], c: &T5Config) -> (CpuT5, metaprompt::kernels::t5::GpuT5) {
+fn gpu_engine(bytes: &[u8], c: &T5Config) -> (CpuT5, metaprompt::kernels::GpuT5) {
     let gpu = pollster::block_on(metaprompt::gpu::Gpu::shared()).expect("a wgpu adapter");
     let ckpt = Checkpoint::parse(bytes, c).unwrap();
     (
         CpuT5::from_checkpoint(&ckpt, c).unwrap(),
-        metaprompt::kernels::t5::GpuT5::from_checkpoint(&gpu, &ckpt, c).unwrap(),
+        metaprompt::kernels::GpuT5::from_checkpoint(&gpu, &ckpt, c).unwrap(),
     )
 }
 

@@ -3,7 +3,7 @@
 
 use crate::cpu::CpuT5;
 use crate::gpu::Gpu;
-use crate::kernels::t5::GpuT5;
+use crate::kernels::GpuT5;
 use crate::model::LoadedModel;
 use crate::model::checkpoint::Checkpoint;
 use leptos::prelude::*;

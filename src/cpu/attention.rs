@@ -1,7 +1,8 @@
 //! Multi-head attention with T5's additive biases (relative position, key padding, causal), the
 //! softmax fused in; forward, and the gradients with respect to q, k and v. T5 does not scale
-//! scores by 1/sqrt(d_kv) (folded into its weights). Tensors are head-major: q `[B, H, Sq, dk]`,
-//! k and v `[B, H, Sk, dk]`, probabilities `[B, H, Sq, Sk]`.
+//! scores by 1/sqrt(d_kv) (folded into its weights). Heads are read in place from the
+//! projections' rows ([`HeadRows`]); results are head-major: out `[B, H, Sq, dk]`, probabilities
+//! `[B, H, Sq, Sk]`.
 
 use super::gemm::{View, matmul};
 use super::par;
@@ -18,15 +19,29 @@ pub struct Dims {
     pub d_kv: usize,
 }
 
-/// What is added to the scores before the softmax.
+/// What is added to the scores before the softmax (see [`crate::graph::Bias`]).
+pub type Bias<'a> = crate::graph::Bias<'a, [f32]>;
+
+/// Heads inside activation rows `[B * S, stride]`: head h of sequence b is rows `b * S..`,
+/// columns `col + h * dk..`.
 #[derive(Clone, Copy, Debug)]
-pub struct Bias<'a> {
-    /// `[H, Sq, Sk]` relative-position bias, shared by the batch.
-    pub position: Option<&'a [f32]>,
-    /// `[B, Sk]`: 1 where a key is a real token, 0 at padding.
-    pub key_mask: Option<&'a [f32]>,
-    /// Query i sees keys j <= i only.
-    pub causal: bool,
+pub struct HeadRows<'a> {
+    pub data: &'a [f32],
+    pub stride: usize,
+    pub col: usize,
+}
+
+impl<'a> HeadRows<'a> {
+    fn head(self, b: usize, h: usize, len: usize, dk: usize) -> View<'a> {
+        let start = b * len * self.stride + self.col + h * dk;
+        View {
+            data: &self.data[start.min(self.data.len())..],
+            rows: len,
+            cols: dk,
+            rs: self.stride,
+            cs: 1,
+        }
+    }
 }
 
 pub struct Forward {
@@ -37,7 +52,7 @@ pub struct Forward {
 }
 
 /// softmax(q k^T + bias) v for every (batch, head).
-pub fn forward(q: &[f32], k: &[f32], v: &[f32], dims: Dims, bias: Bias) -> Forward {
+pub fn forward(q: HeadRows, k: HeadRows, v: HeadRows, dims: Dims, bias: Bias) -> Forward {
     let Dims {
         batch,
         heads,
@@ -45,22 +60,13 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], dims: Dims, bias: Bias) -> Forwa
         k_len: sk,
         d_kv: dk,
     } = dims;
-    assert_eq!(
-        q.len(),
-        batch * heads * sq * dk,
-        "attention: q has the wrong size"
-    );
-    assert_eq!(
-        k.len(),
-        batch * heads * sk * dk,
-        "attention: k has the wrong size"
-    );
-    assert_eq!(v.len(), k.len(), "attention: v and k differ in size");
     let parts = par::map(batch * heads, |bh| {
         let (b, h) = (bh / heads, bh % heads);
-        let qh = View::new(&q[bh * sq * dk..(bh + 1) * sq * dk], sq, dk);
-        let kh = View::new(&k[bh * sk * dk..(bh + 1) * sk * dk], sk, dk);
-        let vh = View::new(&v[bh * sk * dk..(bh + 1) * sk * dk], sk, dk);
+        let (qh, kh, vh) = (
+            q.head(b, h, sq, dk),
+            k.head(b, h, sk, dk),
+            v.head(b, h, sk, dk),
+        );
         let mut p = vec![0.0f32; sq * sk];
         matmul(&mut p, sk, qh, kh.t(), false, false);
         for i in 0..sq {
@@ -84,7 +90,7 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], dims: Dims, bias: Bias) -> Forwa
         matmul(&mut o, dk, View::new(&p, sq, sk), vh, false, false);
         (o, p)
     });
-    let mut out = Vec::with_capacity(q.len());
+    let mut out = Vec::with_capacity(batch * heads * sq * dk);
     let mut probs = Vec::with_capacity(batch * heads * sq * sk);
     for (o, p) in parts {
         out.extend_from_slice(&o);
@@ -104,13 +110,13 @@ fn softmax_in_place(row: &mut [f32]) {
     row.iter_mut().for_each(|s| *s *= inv);
 }
 
-/// Gradients `(dq, dk, dv)` from the output gradient `dout` (`[B, H, Sq, dk]`).
+/// Head-major gradients `(dq, dk, dv)` from the output gradient `dout`.
 pub fn backward(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    q: HeadRows,
+    k: HeadRows,
+    v: HeadRows,
     probs: &[f32],
-    dout: &[f32],
+    dout: HeadRows,
     dims: Dims,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let Dims {
@@ -121,16 +127,19 @@ pub fn backward(
         d_kv: dk,
     } = dims;
     assert_eq!(
-        dout.len(),
-        q.len(),
-        "attention backward: dout has the wrong size"
+        probs.len(),
+        batch * heads * sq * sk,
+        "attention backward: probs has the wrong size"
     );
     let parts = par::map(batch * heads, |bh| {
-        let qh = View::new(&q[bh * sq * dk..(bh + 1) * sq * dk], sq, dk);
-        let kh = View::new(&k[bh * sk * dk..(bh + 1) * sk * dk], sk, dk);
-        let vh = View::new(&v[bh * sk * dk..(bh + 1) * sk * dk], sk, dk);
+        let (b, h) = (bh / heads, bh % heads);
+        let (qh, kh, vh) = (
+            q.head(b, h, sq, dk),
+            k.head(b, h, sk, dk),
+            v.head(b, h, sk, dk),
+        );
         let ph = View::new(&probs[bh * sq * sk..(bh + 1) * sq * sk], sq, sk);
-        let doh = View::new(&dout[bh * sq * dk..(bh + 1) * sq * dk], sq, dk);
+        let doh = dout.head(b, h, sq, dk);
         // dP = dO v^T; dS = P * (dP - rowsum(P * dP)).
         let mut ds = vec![0.0f32; sq * sk];
         matmul(&mut ds, sk, doh, vh.t(), false, false);
@@ -152,9 +161,9 @@ pub fn backward(
         (dq, dkh, dvh)
     });
     let (mut dq, mut dkk, mut dv) = (
-        Vec::with_capacity(q.len()),
-        Vec::with_capacity(k.len()),
-        Vec::with_capacity(v.len()),
+        Vec::with_capacity(batch * heads * sq * dk),
+        Vec::with_capacity(batch * heads * sk * dk),
+        Vec::with_capacity(batch * heads * sk * dk),
     );
     for (a, b, c) in parts {
         dq.extend_from_slice(&a);
@@ -175,30 +184,7 @@ pub struct Heads {
     pub col: usize,
 }
 
-/// Activation rows -> head-major `[B, H, S, dk]`.
-pub fn split_heads(x: &[f32], l: Heads) -> Vec<f32> {
-    let Heads {
-        batch: b,
-        len: s,
-        heads: h,
-        d_kv: dk,
-        stride,
-        col,
-    } = l;
-    let mut out = vec![0.0f32; b * h * s * dk];
-    for bi in 0..b {
-        for hi in 0..h {
-            for si in 0..s {
-                let src = (bi * s + si) * stride + col + hi * dk;
-                let dst = ((bi * h + hi) * s + si) * dk;
-                out[dst..dst + dk].copy_from_slice(&x[src..src + dk]);
-            }
-        }
-    }
-    out
-}
-
-/// The inverse of [`split_heads`]: writes head-major `x` into the activation rows `out`.
+/// Writes head-major `x` into the activation rows `out` (the inverse of [`HeadRows`]).
 pub fn merge_heads(x: &[f32], out: &mut [f32], l: Heads) {
     let Heads {
         batch: b,

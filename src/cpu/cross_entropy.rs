@@ -30,6 +30,18 @@ pub fn loss_and_grad_in_place(
     targets: &[u32],
     weights: &[f32],
 ) -> f32 {
+    losses_and_grad_in_place(logits, vocab, targets, weights)
+        .iter()
+        .sum()
+}
+
+/// [`loss_and_grad_in_place`] with the loss per row, `-weight[r] * log p(target[r])`.
+pub fn losses_and_grad_in_place(
+    logits: &mut [f32],
+    vocab: usize,
+    targets: &[u32],
+    weights: &[f32],
+) -> Vec<f32> {
     assert_eq!(
         logits.len(),
         targets.len() * vocab,
@@ -44,5 +56,5 @@ pub fn loss_and_grad_in_place(
         }
         row[targets[r] as usize] -= w;
     });
-    -logp.iter().zip(weights).map(|(l, w)| l * w).sum::<f32>()
+    logp.iter().zip(weights).map(|(l, w)| -(l * w)).collect()
 }

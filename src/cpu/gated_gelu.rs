@@ -38,21 +38,31 @@ fn gelu_and_slope(g: f32) -> (f32, f32) {
 
 /// `gu` is `[rows, 2 * ff]` (gate then linear half); returns `[rows, ff]`.
 pub fn forward(gu: &[f32], ff: usize) -> Vec<f32> {
-    let rows = gu.len() / (2 * ff);
-    let mut out = vec![0.0f32; rows * ff];
-    par::rows_mut(&mut out, ff, |i, o| {
+    let mut out = vec![0.0f32; gu.len() / 2];
+    forward_into(gu, ff, &mut out);
+    out
+}
+
+/// [`forward`] into `out` (`[rows, ff]`).
+pub fn forward_into(gu: &[f32], ff: usize, out: &mut [f32]) {
+    par::rows_mut(out, ff, |i, o| {
         let (g, u) = gu[i * 2 * ff..(i + 1) * 2 * ff].split_at(ff);
         for j in 0..ff {
             o[j] = gelu_and_slope(g[j]).0 * u[j];
         }
     });
-    out
 }
 
 /// Gradient with respect to `[g | u]` from the output gradient `d`.
 pub fn backward(gu: &[f32], d: &[f32], ff: usize) -> Vec<f32> {
     let mut dgu = vec![0.0f32; gu.len()];
-    par::rows_mut(&mut dgu, 2 * ff, |i, o| {
+    backward_into(gu, d, ff, &mut dgu);
+    dgu
+}
+
+/// [`backward`] into `dgu` (`[rows, 2 * ff]`).
+pub fn backward_into(gu: &[f32], d: &[f32], ff: usize, dgu: &mut [f32]) {
+    par::rows_mut(dgu, 2 * ff, |i, o| {
         let (g, u) = gu[i * 2 * ff..(i + 1) * 2 * ff].split_at(ff);
         let dr = &d[i * ff..(i + 1) * ff];
         let (dg, du) = o.split_at_mut(ff);
@@ -62,7 +72,6 @@ pub fn backward(gu: &[f32], d: &[f32], ff: usize) -> Vec<f32> {
             du[j] = dr[j] * gelu;
         }
     });
-    dgu
 }
 
 #[cfg(test)]

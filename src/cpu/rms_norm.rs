@@ -5,21 +5,32 @@ use super::par;
 
 /// `y = x / rms(x) * w` per `w.len()`-wide row; also returns each row's `1 / rms` for backward.
 pub fn forward(x: &[f32], w: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
+    let mut y = vec![0.0f32; x.len()];
+    let inv = forward_into(x, w, eps, &mut y);
+    (y, inv)
+}
+
+/// [`forward`] into `y` (the length of `x`); returns each row's `1 / rms`.
+pub fn forward_into(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) -> Vec<f32> {
     let d = w.len();
-    let rows = x.len() / d;
-    let mut inv = vec![0.0f32; rows];
-    for (r, i) in x.chunks_exact(d).zip(inv.iter_mut()) {
-        let ms = r.iter().map(|v| v * v).sum::<f32>() / d as f32;
-        *i = 1.0 / (ms + eps).sqrt();
-    }
-    let mut y = x.to_vec();
-    par::rows_mut(&mut y, d, |i, row| {
+    let inv = inv_rms(x, d, eps);
+    par::rows_mut(y, d, |i, row| {
         let s = inv[i];
-        for (v, g) in row.iter_mut().zip(w) {
-            *v *= s * g;
+        for ((v, x), g) in row.iter_mut().zip(&x[i * d..(i + 1) * d]).zip(w) {
+            *v = x * (s * g);
         }
     });
-    (y, inv)
+    inv
+}
+
+/// Each `d`-wide row's `1 / rms` (backward recomputes it rather than keeping it).
+pub fn inv_rms(x: &[f32], d: usize, eps: f32) -> Vec<f32> {
+    x.chunks_exact(d)
+        .map(|r| {
+            let ms = r.iter().map(|v| v * v).sum::<f32>() / d as f32;
+            1.0 / (ms + eps).sqrt()
+        })
+        .collect()
 }
 
 /// `dx` from `dy`: with `g = w * dy` and `r = 1 / rms`, `dx = r * g - x * r^3 * mean(g * x)`.

@@ -38,15 +38,8 @@ impl Variant {
     }
 }
 
-/// Keys and values side by side in one buffer: `[batch * k_len, stride]`, a head's columns at
-/// `k_col + h * d_kv` and `v_col + h * d_kv`.
-#[derive(Clone, Copy)]
-pub struct KeyValues<'a> {
-    pub buf: &'a wgpu::Buffer,
-    pub stride: usize,
-    pub k_col: usize,
-    pub v_col: usize,
-}
+/// Keys and values side by side in one GPU buffer.
+pub type KeyValues<'a> = crate::graph::KeyValues<'a, wgpu::Buffer>;
 
 impl<'a> KeyValues<'a> {
     /// The keys' (`k` true) or values' rows for the tile shader, `len` per batch.
@@ -61,12 +54,7 @@ impl<'a> KeyValues<'a> {
 }
 
 /// Biases as buffers: position `[heads, q_len, k_len]`, key mask `[batch, k_len]` (1 = attend).
-#[derive(Clone, Copy, Default)]
-pub struct GpuBias<'a> {
-    pub position: Option<&'a wgpu::Buffer>,
-    pub key_mask: Option<&'a wgpu::Buffer>,
-    pub causal: bool,
-}
+pub type GpuBias<'a> = crate::graph::Bias<'a, wgpu::Buffer>;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -565,16 +553,16 @@ pub async fn run_variant(gpu: &Gpu, case: &Case<'_>, variant: Variant) -> Result
     })
 }
 
-/// The Rust twin on the same layouts: split heads, `crate::cpu::attention`, merge heads.
+/// The Rust twin on the same layouts: `crate::cpu::attention` reading the heads in place, its
+/// head-major results merged back into rows.
 pub fn reference(case: &Case<'_>) -> Run {
     let d = case.dims;
     let inner = case.inner();
-    let q = cpu::split_heads(case.q, case.heads(d.q_len, inner, 0));
-    let k = cpu::split_heads(case.kv, case.heads(d.k_len, 2 * inner, 0));
-    let v = cpu::split_heads(case.kv, case.heads(d.k_len, 2 * inner, inner));
-    let dout = cpu::split_heads(case.dout, case.heads(d.q_len, inner, 0));
-    let f = cpu::forward(&q, &k, &v, d, case.bias);
-    let (dq, dk, dv) = cpu::backward(&q, &k, &v, &f.probs, &dout, d);
+    let rows = |data, stride, col| cpu::HeadRows { data, stride, col };
+    let q = rows(case.q, inner, 0);
+    let (k, v) = (rows(case.kv, 2 * inner, 0), rows(case.kv, 2 * inner, inner));
+    let f = cpu::forward(q, k, v, d, case.bias);
+    let (dq, dk, dv) = cpu::backward(q, k, v, &f.probs, rows(case.dout, inner, 0), d);
     let mut out = vec![0.0; case.q.len()];
     cpu::merge_heads(&f.out, &mut out, case.heads(d.q_len, inner, 0));
     let mut dq_rows = vec![0.0; case.q.len()];

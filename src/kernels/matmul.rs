@@ -140,31 +140,8 @@ impl GpuQuant {
     }
 }
 
-/// An f32 matrix inside a buffer: element (i, j) at `offset + i * stride + j`.
-#[derive(Clone, Copy)]
-pub struct Mat<'a> {
-    pub buf: &'a wgpu::Buffer,
-    pub offset: usize,
-    pub stride: usize,
-}
-
-impl<'a> Mat<'a> {
-    pub fn new(buf: &'a wgpu::Buffer, stride: usize) -> Self {
-        Self {
-            buf,
-            offset: 0,
-            stride,
-        }
-    }
-
-    /// Columns from `col` on.
-    pub fn col(self, col: usize) -> Self {
-        Self {
-            offset: self.offset + col,
-            ..self
-        }
-    }
-}
+/// An f32 matrix inside a GPU buffer.
+pub type Mat<'a> = crate::graph::Mat<'a, wgpu::Buffer>;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

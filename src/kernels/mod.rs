@@ -7,10 +7,12 @@ pub mod attention;
 pub mod cross_entropy;
 pub mod gated_gelu;
 pub mod matmul;
+pub mod ops;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod profile;
 pub mod rms_norm;
-pub mod t5;
+
+pub use ops::{GpuOps, GpuT5};
 
 use crate::gpu::Gpu;
 use burn::tensor::wgpu::wgpu;

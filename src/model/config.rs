@@ -76,46 +76,46 @@ impl T5Config {
 
     /// Every tensor the model needs, with its shape ([out, in] for linear layers, as in PyTorch).
     pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
+        use super::names::{ATTENTION, Block, FEED_FORWARD, LM_HEAD, SHARED, Stack, weight};
         let (d, inner, ff) = (self.d_model, self.inner_dim(), self.d_ff);
-        let mut t = vec![("shared.weight".to_string(), vec![self.vocab_size, d])];
-        let attn = |t: &mut Vec<(String, Vec<usize>)>, p: &str| {
-            for m in ["q", "k", "v"] {
-                t.push((format!("{p}.{m}.weight"), vec![inner, d]));
+        let mut t = vec![(SHARED.to_string(), vec![self.vocab_size, d])];
+        let attn = |t: &mut Vec<(String, Vec<usize>)>, module: &str| {
+            for (part, shape) in
+                ATTENTION
+                    .iter()
+                    .zip([[inner, d], [inner, d], [inner, d], [d, inner]])
+            {
+                t.push((weight(module, part), shape.to_vec()));
             }
-            t.push((format!("{p}.o.weight"), vec![d, inner]));
-        };
-        let ffn = |t: &mut Vec<(String, Vec<usize>)>, p: &str| {
-            t.push((format!("{p}.DenseReluDense.wi_0.weight"), vec![ff, d]));
-            t.push((format!("{p}.DenseReluDense.wi_1.weight"), vec![ff, d]));
-            t.push((format!("{p}.DenseReluDense.wo.weight"), vec![d, ff]));
-            t.push((format!("{p}.layer_norm.weight"), vec![d]));
         };
         for (stack, layers) in [
-            ("encoder", self.num_layers),
-            ("decoder", self.num_decoder_layers),
+            (Stack::Encoder, self.num_layers),
+            (Stack::Decoder, self.num_decoder_layers),
         ] {
             for i in 0..layers {
-                let b = format!("{stack}.block.{i}");
-                attn(&mut t, &format!("{b}.layer.0.SelfAttention"));
-                t.push((format!("{b}.layer.0.layer_norm.weight"), vec![d]));
+                let b = Block::new(stack, i);
+                attn(&mut t, &b.self_attention());
+                t.push((b.self_norm(), vec![d]));
                 if i == 0 {
                     t.push((
-                        format!("{b}.layer.0.SelfAttention.relative_attention_bias.weight"),
+                        stack.relative_bias(),
                         vec![self.relative_attention_num_buckets, self.num_heads],
                     ));
                 }
-                if stack == "decoder" {
-                    attn(&mut t, &format!("{b}.layer.1.EncDecAttention"));
-                    t.push((format!("{b}.layer.1.layer_norm.weight"), vec![d]));
-                    ffn(&mut t, &format!("{b}.layer.2"));
-                } else {
-                    ffn(&mut t, &format!("{b}.layer.1"));
+                if stack == Stack::Decoder {
+                    attn(&mut t, &b.cross_attention());
+                    t.push((b.cross_norm(), vec![d]));
                 }
+                let m = b.feed_forward();
+                for (part, shape) in FEED_FORWARD.iter().zip([[ff, d], [ff, d], [d, ff]]) {
+                    t.push((weight(&m, part), shape.to_vec()));
+                }
+                t.push((b.ff_norm(), vec![d]));
             }
-            t.push((format!("{stack}.final_layer_norm.weight"), vec![d]));
+            t.push((stack.final_norm(), vec![d]));
         }
         if !self.tie_word_embeddings {
-            t.push(("lm_head.weight".into(), vec![self.vocab_size, d]));
+            t.push((LM_HEAD.into(), vec![self.vocab_size, d]));
         }
         t
     }

@@ -5,6 +5,7 @@
 
 use super::checkpoint::{Checkpoint, CheckpointError};
 use super::config::T5Config;
+use super::names::{Block, LM_HEAD, SHARED, Stack, weight};
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -124,74 +125,76 @@ impl T5 {
             ))
         };
         let (d, inner, ff) = (c.d_model, c.inner_dim(), c.d_ff);
-        let attention = |p: &str, bias: bool| -> Result<Attention, CheckpointError> {
+        let attention = |p: &str, bias: Option<Stack>| -> Result<Attention, CheckpointError> {
             Ok(Attention {
-                q: linear(&format!("{p}.q.weight"), inner, d)?,
-                k: linear(&format!("{p}.k.weight"), inner, d)?,
-                v: linear(&format!("{p}.v.weight"), inner, d)?,
-                o: linear(&format!("{p}.o.weight"), d, inner)?,
-                relative_bias: if bias {
-                    Some(Tensor::from_data(
+                q: linear(&weight(p, "q"), inner, d)?,
+                k: linear(&weight(p, "k"), inner, d)?,
+                v: linear(&weight(p, "v"), inner, d)?,
+                o: linear(&weight(p, "o"), d, inner)?,
+                relative_bias: match bias {
+                    Some(stack) => Some(Tensor::from_data(
                         TensorData::new(
-                            ckpt.f32(&format!("{p}.relative_attention_bias.weight"))?,
+                            ckpt.f32(&stack.relative_bias())?,
                             [c.relative_attention_num_buckets, c.num_heads],
                         ),
                         device,
-                    ))
-                } else {
-                    None
+                    )),
+                    None => None,
                 },
             })
         };
-        let feed_forward = |p: &str| -> Result<FeedForward, CheckpointError> {
+        let feed_forward = |b: Block| -> Result<FeedForward, CheckpointError> {
+            let p = b.feed_forward();
             Ok(FeedForward {
-                wi_0: linear(&format!("{p}.DenseReluDense.wi_0.weight"), ff, d)?,
-                wi_1: linear(&format!("{p}.DenseReluDense.wi_1.weight"), ff, d)?,
-                wo: linear(&format!("{p}.DenseReluDense.wo.weight"), d, ff)?,
+                wi_0: linear(&weight(&p, "wi_0"), ff, d)?,
+                wi_1: linear(&weight(&p, "wi_1"), ff, d)?,
+                wo: linear(&weight(&p, "wo"), d, ff)?,
             })
         };
+        // Block 0 of each stack holds the relative-position table.
+        let bias = |b: Block| (b.index == 0).then_some(b.stack);
         let encoder = (0..c.num_layers)
             .map(|i| {
-                let b = format!("encoder.block.{i}");
+                let b = Block::new(Stack::Encoder, i);
                 Ok(EncoderBlock {
-                    ln_attn: vec1(&format!("{b}.layer.0.layer_norm.weight"))?,
-                    attn: attention(&format!("{b}.layer.0.SelfAttention"), i == 0)?,
-                    ln_ff: vec1(&format!("{b}.layer.1.layer_norm.weight"))?,
-                    ff: feed_forward(&format!("{b}.layer.1"))?,
+                    ln_attn: vec1(&b.self_norm())?,
+                    attn: attention(&b.self_attention(), bias(b))?,
+                    ln_ff: vec1(&b.ff_norm())?,
+                    ff: feed_forward(b)?,
                 })
             })
             .collect::<Result<_, CheckpointError>>()?;
         let decoder = (0..c.num_decoder_layers)
             .map(|i| {
-                let b = format!("decoder.block.{i}");
+                let b = Block::new(Stack::Decoder, i);
                 Ok(DecoderBlock {
-                    ln_self: vec1(&format!("{b}.layer.0.layer_norm.weight"))?,
-                    self_attn: attention(&format!("{b}.layer.0.SelfAttention"), i == 0)?,
-                    ln_cross: vec1(&format!("{b}.layer.1.layer_norm.weight"))?,
-                    cross_attn: attention(&format!("{b}.layer.1.EncDecAttention"), false)?,
-                    ln_ff: vec1(&format!("{b}.layer.2.layer_norm.weight"))?,
-                    ff: feed_forward(&format!("{b}.layer.2"))?,
+                    ln_self: vec1(&b.self_norm())?,
+                    self_attn: attention(&b.self_attention(), bias(b))?,
+                    ln_cross: vec1(&b.cross_norm())?,
+                    cross_attn: attention(&b.cross_attention(), None)?,
+                    ln_ff: vec1(&b.ff_norm())?,
+                    ff: feed_forward(b)?,
                 })
             })
             .collect::<Result<_, CheckpointError>>()?;
         let shared = Tensor::from_data(
-            TensorData::new(ckpt.f32("shared.weight")?, [c.vocab_size, d]),
+            TensorData::new(ckpt.f32(SHARED)?, [c.vocab_size, d]),
             device,
         );
         let lm_head = if c.tie_word_embeddings {
             // Tied heads rescale by d_model^-0.5 (HF does so only when tied).
             shared.clone().transpose().mul_scalar((d as f32).powf(-0.5))
         } else {
-            linear("lm_head.weight", c.vocab_size, d)?
+            linear(LM_HEAD, c.vocab_size, d)?
         };
         Ok(Self {
             config: c.clone(),
             device: device.clone(),
             shared,
             encoder,
-            encoder_norm: vec1("encoder.final_layer_norm.weight")?,
+            encoder_norm: vec1(&Stack::Encoder.final_norm())?,
             decoder,
-            decoder_norm: vec1("decoder.final_layer_norm.weight")?,
+            decoder_norm: vec1(&Stack::Decoder.final_norm())?,
             lm_head,
         })
     }

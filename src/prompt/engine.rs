@@ -1,12 +1,13 @@
 //! What runs the frozen model for tuning and evaluation: burn's generic ops with autodiff (any
-//! burn device, CPU or wgpu), or our own kernels (the hand-written CPU step in `crate::cpu`).
+//! burn device, CPU or wgpu), or our T5 graph (`crate::graph`) on our CPU or WGSL kernels.
 //! Everything above this (the tuning loop, evaluation, meta-training) is written once against it,
 //! so the two can be compared on the same work.
 
 use super::tune::{Pair, TuneError, loss};
 use super::{SoftPrompt, encode_with_prompt};
 use crate::cpu::CpuT5;
-use crate::kernels::t5::GpuT5;
+use crate::graph::{Ops, T5Graph};
+use crate::kernels::GpuT5;
 use crate::model::{Batch, T5, T5Config};
 use burn::tensor::Tensor;
 
@@ -14,9 +15,9 @@ use burn::tensor::Tensor;
 pub enum Engine<'a> {
     /// burn's generic tensor ops; the model must live on an autodiff device for gradients.
     Burn(&'a T5),
-    /// Our kernels: the forward/backward written out by hand (activation gradients only).
+    /// Our graph on our CPU kernels (activation gradients only).
     Ours(&'a CpuT5),
-    /// Our WGSL kernels on the GPU (the same step as `Ours`, dispatch for dispatch).
+    /// The same graph on our WGSL kernels.
     Wgpu(&'a GpuT5),
 }
 
@@ -83,16 +84,8 @@ impl Engine<'_> {
                 let g = to_vec(g).await?;
                 Ok((to_vec(l).await?[0], g))
             }
-            Engine::Ours(t5) => {
-                let (inputs, targets) = split(pairs);
-                Ok(t5.loss_and_prompt_grad(&prompt.values, &inputs, &targets))
-            }
-            Engine::Wgpu(t5) => {
-                let (inputs, targets) = split(pairs);
-                Ok(t5
-                    .loss_and_prompt_grad(&prompt.values, &inputs, &targets)
-                    .await?)
-            }
+            Engine::Ours(t5) => graph::loss_and_grad(t5, prompt, pairs).await,
+            Engine::Wgpu(t5) => graph::loss_and_grad(t5, prompt, pairs).await,
         }
     }
 
@@ -102,20 +95,8 @@ impl Engine<'_> {
             Engine::Burn(t5) => {
                 Ok(to_vec(loss(t5, Some(prompt.tensor(&t5.device)), pairs)).await?[0])
             }
-            Engine::Ours(t5) => {
-                let (inputs, targets) = split(pairs);
-                let enc = t5.encode(&prompt.values, &inputs);
-                let n: usize = targets.iter().map(Vec::len).sum();
-                let s: f32 = t5.score(&enc, &targets).iter().sum();
-                Ok(-s / n.max(1) as f32)
-            }
-            Engine::Wgpu(t5) => {
-                let (inputs, targets) = split(pairs);
-                let enc = t5.encode(&prompt.values, &inputs)?;
-                let n: usize = targets.iter().map(Vec::len).sum();
-                let s: f32 = t5.score(&enc, &targets).await?.iter().sum();
-                Ok(-s / n.max(1) as f32)
-            }
+            Engine::Ours(t5) => graph::loss(t5, prompt, pairs).await,
+            Engine::Wgpu(t5) => graph::loss(t5, prompt, pairs).await,
         }
     }
 
@@ -150,36 +131,21 @@ impl Engine<'_> {
         inputs: &[Vec<u32>],
         labels: &[Vec<u32>],
     ) -> Result<Vec<Vec<f32>>, TuneError> {
-        let mut out = vec![Vec::with_capacity(labels.len()); inputs.len()];
-        let mut keep = |scores: Vec<f32>| {
-            for (row, s) in out.iter_mut().zip(scores) {
-                row.push(s);
-            }
-        };
         match self {
             Engine::Burn(t5) => {
+                let mut out = vec![Vec::with_capacity(labels.len()); inputs.len()];
                 let b = Batch::new(inputs);
                 let (enc, mask) = encode_with_prompt(t5, prompt.map(|p| p.tensor(&t5.device)), &b);
                 for tokens in labels {
                     let targets = vec![tokens.clone(); inputs.len()];
-                    keep(to_vec(t5.score_tensor(enc.clone(), &mask, &targets)).await?);
+                    let scores = to_vec(t5.score_tensor(enc.clone(), &mask, &targets)).await?;
+                    keep(&mut out, scores);
                 }
+                Ok(out)
             }
-            Engine::Ours(t5) => {
-                let enc = t5.encode(prompt.map_or(&[][..], |p| &p.values), inputs);
-                for tokens in labels {
-                    keep(t5.score(&enc, &vec![tokens.clone(); inputs.len()]));
-                }
-            }
-            Engine::Wgpu(t5) => {
-                let enc = t5.encode(prompt.map_or(&[][..], |p| &p.values), inputs)?;
-                for tokens in labels {
-                    let targets = vec![tokens.clone(); inputs.len()];
-                    keep(t5.score(&enc, &targets).await?);
-                }
-            }
+            Engine::Ours(t5) => graph::label_scores(t5, prompt, inputs, labels).await,
+            Engine::Wgpu(t5) => graph::label_scores(t5, prompt, inputs, labels).await,
         }
-        Ok(out)
     }
 
     /// Greedy decoding of up to `max_new` tokens per input (without the closing EOS).
@@ -195,14 +161,72 @@ impl Engine<'_> {
                 let (enc, mask) = encode_with_prompt(t5, prompt.map(|p| p.tensor(&t5.device)), &b);
                 t5.generate(enc, &mask, max_new).await
             }
-            Engine::Ours(t5) => {
-                let enc = t5.encode(prompt.map_or(&[][..], |p| &p.values), inputs);
-                t5.generate(&enc, max_new)
-            }
-            Engine::Wgpu(t5) => {
-                let enc = t5.encode(prompt.map_or(&[][..], |p| &p.values), inputs)?;
-                t5.generate(&enc, max_new).await?
-            }
+            Engine::Ours(t5) => graph::generate(t5, prompt, inputs, max_new).await?,
+            Engine::Wgpu(t5) => graph::generate(t5, prompt, inputs, max_new).await?,
         })
+    }
+}
+
+/// Appends each input's score for one label to its row.
+fn keep(out: &mut [Vec<f32>], scores: Vec<f32>) {
+    for (row, s) in out.iter_mut().zip(scores) {
+        row.push(s);
+    }
+}
+
+/// The engine's methods on our graph, once for both backends.
+mod graph {
+    use super::*;
+
+    fn values(prompt: Option<&SoftPrompt>) -> &[f32] {
+        prompt.map_or(&[][..], |p| &p.values)
+    }
+
+    pub async fn loss_and_grad<O: Ops>(
+        t5: &T5Graph<O>,
+        prompt: &SoftPrompt,
+        pairs: &[&Pair],
+    ) -> Result<(f32, Vec<f32>), TuneError> {
+        let (inputs, targets) = split(pairs);
+        Ok(t5
+            .loss_and_prompt_grad(&prompt.values, &inputs, &targets)
+            .await?)
+    }
+
+    pub async fn loss<O: Ops>(
+        t5: &T5Graph<O>,
+        prompt: &SoftPrompt,
+        pairs: &[&Pair],
+    ) -> Result<f32, TuneError> {
+        let (inputs, targets) = split(pairs);
+        let enc = t5.encode(&prompt.values, &inputs)?;
+        let n: usize = targets.iter().map(Vec::len).sum();
+        let s: f32 = t5.score(&enc, &targets).await?.iter().sum();
+        Ok(-s / n.max(1) as f32)
+    }
+
+    pub async fn label_scores<O: Ops>(
+        t5: &T5Graph<O>,
+        prompt: Option<&SoftPrompt>,
+        inputs: &[Vec<u32>],
+        labels: &[Vec<u32>],
+    ) -> Result<Vec<Vec<f32>>, TuneError> {
+        let mut out = vec![Vec::with_capacity(labels.len()); inputs.len()];
+        let enc = t5.encode(values(prompt), inputs)?;
+        for tokens in labels {
+            let targets = vec![tokens.clone(); inputs.len()];
+            keep(&mut out, t5.score(&enc, &targets).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn generate<O: Ops>(
+        t5: &T5Graph<O>,
+        prompt: Option<&SoftPrompt>,
+        inputs: &[Vec<u32>],
+        max_new: usize,
+    ) -> Result<Vec<Vec<u32>>, TuneError> {
+        let enc = t5.encode(values(prompt), inputs)?;
+        Ok(t5.generate(&enc, max_new).await?)
     }
 }

@@ -3,10 +3,12 @@
 //! `adapter_config.json`. Only the encoder gets the prompt here, hence
 //! `num_transformer_submodules: 1`.
 
-use super::SoftPrompt;
+use super::{Init, SoftPrompt};
 use serde::{Deserialize, Serialize};
 
 pub const TENSOR: &str = "prompt_embeddings";
+/// The Hugging Face model ours is converted from (its tokenizer is ours too).
+pub const BASE_MODEL: &str = "google/flan-t5-small";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdapterConfig {
@@ -18,12 +20,22 @@ pub struct AdapterConfig {
     pub num_attention_heads: usize,
     pub num_layers: usize,
     pub prompt_tuning_init: String,
+    /// PEFT refuses a `TEXT` config without these two ("When prompt_tuning_init='TEXT',
+    /// tokenizer_name_or_path can't be None"); absent for the other inits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tuning_init_text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer_name_or_path: Option<String>,
     pub base_model_name_or_path: String,
     pub inference_mode: bool,
 }
 
 impl AdapterConfig {
-    pub fn for_prompt(p: &SoftPrompt, init: &str, config: &crate::model::T5Config) -> Self {
+    pub fn for_prompt(p: &SoftPrompt, init: &Init, config: &crate::model::T5Config) -> Self {
+        let text = match init {
+            Init::Labels(words) => Some(words.join(" ")),
+            _ => None,
+        };
         Self {
             peft_type: "PROMPT_TUNING".into(),
             task_type: "SEQ_2_SEQ_LM".into(),
@@ -32,14 +44,17 @@ impl AdapterConfig {
             num_transformer_submodules: 1,
             num_attention_heads: config.num_heads,
             num_layers: config.num_layers,
-            // PEFT knows RANDOM, TEXT and SAMPLE_VOCAB; ours map onto them.
+            // PEFT knows RANDOM, TEXT and SAMPLE_VOCAB; ours map onto them (a meta-learned
+            // start has no PEFT name: PEFT initialises randomly, then loads our values).
             prompt_tuning_init: match init {
-                "vocab" => "SAMPLE_VOCAB",
-                "labels" => "TEXT",
-                _ => "RANDOM",
+                Init::Vocab => "SAMPLE_VOCAB",
+                Init::Labels(_) => "TEXT",
+                Init::Random | Init::Given(_) => "RANDOM",
             }
             .into(),
-            base_model_name_or_path: "google/flan-t5-small".into(),
+            tokenizer_name_or_path: text.as_ref().map(|_| BASE_MODEL.into()),
+            prompt_tuning_init_text: text,
+            base_model_name_or_path: BASE_MODEL.into(),
             inference_mode: true,
         }
     }
@@ -141,5 +156,24 @@ mod tests {
             from_safetensors(b"junk"),
             Err(PeftError::Safetensors(_))
         ));
+    }
+
+    #[test]
+    fn a_text_init_names_its_text_and_tokenizer_as_peft_requires() {
+        let c = crate::model::T5Config::tiny();
+        let p = SoftPrompt {
+            len: 2,
+            dim: c.d_model,
+            values: vec![0.0; 2 * c.d_model],
+        };
+        let labels = Init::Labels(vec!["positive".into(), "negative".into()]);
+        let json = serde_json::to_value(AdapterConfig::for_prompt(&p, &labels, &c)).unwrap();
+        assert_eq!(json["prompt_tuning_init"], "TEXT");
+        assert_eq!(json["prompt_tuning_init_text"], "positive negative");
+        assert_eq!(json["tokenizer_name_or_path"], BASE_MODEL);
+        let json = serde_json::to_value(AdapterConfig::for_prompt(&p, &Init::Random, &c)).unwrap();
+        assert_eq!(json["prompt_tuning_init"], "RANDOM");
+        assert!(json.get("prompt_tuning_init_text").is_none());
+        assert!(json.get("tokenizer_name_or_path").is_none());
     }
 }

@@ -229,7 +229,7 @@ fn write_outputs(
         "MPT"
     };
     let p: &SoftPrompt = &state.prompt;
-    let adapter = peft::AdapterConfig::for_prompt(p, "file", &r.model.t5.config);
+    let adapter = peft::AdapterConfig::for_prompt(p, &Init::Given(p.clone()), &r.model.t5.config);
     peft::save(&args.out, p, &adapter).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let prov = Provenance {
         method: method.into(),

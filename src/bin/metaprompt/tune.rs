@@ -3,8 +3,8 @@
 use burn::tensor::Device;
 use metaprompt::cpu::CpuT5;
 use metaprompt::gpu::Gpu;
+use metaprompt::kernels::GpuT5;
 use metaprompt::kernels::profile;
-use metaprompt::kernels::t5::GpuT5;
 use metaprompt::meta::Provenance;
 use metaprompt::model::LoadedModel;
 use metaprompt::model::checkpoint::Checkpoint;
@@ -188,7 +188,7 @@ pub fn tune_task(r: &Runner, args: &TuneArgs) -> Result<(), String> {
         values.push(s.value);
         if let Some(out) = &args.out {
             let dir = out.join(format!("seed-{seed}"));
-            let cfg = peft::AdapterConfig::for_prompt(&prompt, init.name(), &model.t5.config);
+            let cfg = peft::AdapterConfig::for_prompt(&prompt, &init, &model.t5.config);
             peft::save(&dir, &prompt, &cfg).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
     }
@@ -588,14 +588,14 @@ pub fn bench_tune(r: &Runner, steps: usize) -> Result<(), String> {
     ms.sort_by(|a, b| a.total_cmp(b));
     let median = ms[ms.len() / 2];
     if let Some(Ours::Gpu(t5)) = &r.ours {
-        t5.reset_step_bytes();
+        t5.ops.reset_step_bytes();
         bench_step(r, &prompt, &refs)?;
         println!(
             "GPU memory (ours): weights {:.1} MiB (int8; CPU adapters add a transposed copy), one step's buffers {:.1} MiB; the \
              same matrices as f32 (burn's generic path) take {:.1} MiB before any activation",
-            t5.weight_bytes as f64 / 1048576.0,
-            t5.step_bytes() as f64 / 1048576.0,
-            t5.weight_elements as f64 * 4.0 / 1048576.0
+            t5.ops.weight_bytes() as f64 / 1048576.0,
+            t5.ops.step_bytes() as f64 / 1048576.0,
+            t5.ops.weight_elements() as f64 * 4.0 / 1048576.0
         );
     }
     println!(
