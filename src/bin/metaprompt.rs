@@ -116,6 +116,10 @@ mod cli {
             what: String,
             #[arg(long, default_value_t = 5)]
             steps: usize,
+            /// `tune`: also write the benchmark's prompt as a PEFT folder and its batch as
+            /// `batch.json` there, for the PyTorch anchor (`scripts/bench-cpu.sh`).
+            #[arg(long)]
+            save: Option<PathBuf>,
             #[command(flatten)]
             engine: EngineArgs,
         },
@@ -389,9 +393,10 @@ mod cli {
             Command::Bench {
                 what,
                 steps,
+                save,
                 engine,
             } => (|| match what.as_str() {
-                "tune" => tune_cmd::bench_tune(&engine.load()?, steps),
+                "tune" => tune_cmd::bench_tune(&engine.load()?, steps, save.as_deref()),
                 "kernels" => tune_cmd::bench_kernels(&engine.load()?, steps),
                 _ => Err(format!(
                     "bench {what:?}: expected `tune` (ms per tuning step) or `kernels` (GPU \

@@ -566,7 +566,7 @@ fn forward_flops(c: &metaprompt::model::T5Config, b: usize, s: usize, t: usize) 
 
 /// Times prompt-tuning steps at the shape: batch 8, 64 input tokens + 20 prompt tokens,
 /// 4 target tokens (3 + EOS).
-pub fn bench_tune(r: &Runner, steps: usize) -> Result<(), String> {
+pub fn bench_tune(r: &Runner, steps: usize, save: Option<&Path>) -> Result<(), String> {
     let (b, s_in, l, t) = BENCH_SHAPE;
     let c = r.model.t5.config.clone();
     let device_name = &r.name;
@@ -576,9 +576,16 @@ pub fn bench_tune(r: &Runner, steps: usize) -> Result<(), String> {
     // Input-gradient backward: one matmul per forward matmul, two for attention scores/values
     // (both operands depend on the prompt).
     let total = 2.0 * fwd + attn;
+    if let Some(dir) = save {
+        save_bench(dir, &prompt, &pairs, &c)?;
+    }
     let warm = Instant::now();
-    bench_step(r, &prompt, &refs)?;
-    println!("warm-up step {:.0} ms", warm.elapsed().as_secs_f64() * 1e3);
+    let (loss, grad) = bench_step(r, &prompt, &refs)?;
+    let norm = grad.iter().map(|g| g * g).sum::<f32>().sqrt();
+    println!(
+        "warm-up step {:.0} ms: loss {loss:.6}, |prompt gradient| {norm:.6}",
+        warm.elapsed().as_secs_f64() * 1e3
+    );
     let mut ms = Vec::new();
     for _ in 0..steps {
         let t0 = Instant::now();
@@ -674,10 +681,26 @@ fn bench_batch(r: &Runner) -> (Vec<Pair>, SoftPrompt) {
 }
 
 /// One tuning step (loss and prompt gradient) on the benchmark batch.
-fn bench_step(r: &Runner, prompt: &SoftPrompt, refs: &[&Pair]) -> Result<(), String> {
-    pollster::block_on(tune::loss_and_grad(r.engine(), prompt, refs))
-        .map(drop)
-        .map_err(|e| e.to_string())
+fn bench_step(r: &Runner, prompt: &SoftPrompt, refs: &[&Pair]) -> Result<(f32, Vec<f32>), String> {
+    pollster::block_on(tune::loss_and_grad(r.engine(), prompt, refs)).map_err(|e| e.to_string())
+}
+
+/// The benchmark's prompt as a PEFT folder, and its batch (`batch.json`: token ids of inputs and
+/// targets), so another framework can time the same step and check it gets the same loss.
+fn save_bench(
+    dir: &Path,
+    prompt: &SoftPrompt,
+    pairs: &[Pair],
+    c: &metaprompt::model::T5Config,
+) -> Result<(), String> {
+    let cfg = peft::AdapterConfig::for_prompt(prompt, &Init::Given(prompt.clone()), c);
+    peft::save(dir, prompt, &cfg).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let batch = serde_json::json!({
+        "inputs": pairs.iter().map(|p| &p.input).collect::<Vec<_>>(),
+        "targets": pairs.iter().map(|p| &p.target).collect::<Vec<_>>(),
+    });
+    let path = dir.join("batch.json");
+    std::fs::write(&path, batch.to_string()).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// GPU time per kernel in one tuning step with our WGSL kernels, from timestamp queries: which
