@@ -101,8 +101,8 @@ pub fn prompt_grad(dh: &[f32], b: usize, s: usize, l: usize, d: usize) -> Vec<f3
     grad
 }
 
-/// Greedy decoding state shared by both engines: the sequences so far (starting with the start
-/// token), and which have produced EOS (padded from then on).
+/// Greedy decoding state shared by every engine (our graph and burn's model): the sequences so
+/// far (starting with the start token), and which have produced EOS (padded from then on).
 pub struct Greedy {
     pub seqs: Vec<Vec<u32>>,
     done: Vec<bool>,
@@ -120,10 +120,17 @@ impl Greedy {
     /// logits; true once every sequence is done.
     pub fn push(&mut self, c: &T5Config, logits: &[f32], t: usize) -> bool {
         let v = c.vocab_size;
-        for (bi, seq) in self.seqs.iter_mut().enumerate() {
-            let next = argmax(&logits[(bi * t + t - 1) * v..(bi * t + t) * v]);
-            self.done[bi] |= next == c.eos_token_id;
-            seq.push(if self.done[bi] { c.pad_token_id } else { next });
+        let next: Vec<u32> = (0..self.seqs.len())
+            .map(|bi| argmax(&logits[(bi * t + t - 1) * v..(bi * t + t) * v]))
+            .collect();
+        self.push_tokens(c, &next)
+    }
+
+    /// Appends each sequence's chosen next token; true once every sequence is done.
+    pub fn push_tokens(&mut self, c: &T5Config, next: &[u32]) -> bool {
+        for ((seq, done), &next) in self.seqs.iter_mut().zip(&mut self.done).zip(next) {
+            *done |= next == c.eos_token_id;
+            seq.push(if *done { c.pad_token_id } else { next });
         }
         self.done.iter().all(|&x| x)
     }

@@ -6,6 +6,7 @@
 use super::checkpoint::{Checkpoint, CheckpointError};
 use super::config::T5Config;
 use super::names::{Block, LM_HEAD, SHARED, Stack, weight};
+use crate::graph::host::Greedy;
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -361,39 +362,21 @@ impl T5 {
     ) -> Vec<Vec<u32>> {
         let b = enc.dims()[0];
         let c = &self.config;
-        let mut seqs: Vec<Vec<u32>> = vec![vec![c.decoder_start_token_id]; b];
-        let mut done = vec![false; b];
+        let mut g = Greedy::new(c, b);
         for _ in 0..max_new {
-            let dec = Batch::new(&seqs);
+            let dec = Batch::new(&g.seqs);
             let logits = self.decode(&dec, enc.clone(), enc_mask);
             let t = dec.len;
+            // The argmax on the device: only `b` ids come back.
             let last = logits.narrow(1, t - 1, 1).reshape([b, c.vocab_size]);
             let next = last.argmax(1).into_data_async().await.expect("read argmax");
             let next: Vec<i64> = next.convert::<i64>().try_to_vec().expect("argmax as i64");
-            for (i, &tok) in next.iter().enumerate() {
-                if done[i] {
-                    seqs[i].push(c.pad_token_id);
-                } else if tok as u32 == c.eos_token_id {
-                    done[i] = true;
-                    seqs[i].push(c.pad_token_id);
-                } else {
-                    seqs[i].push(tok as u32);
-                }
-            }
-            if done.iter().all(|d| *d) {
+            let next: Vec<u32> = next.iter().map(|&t| t as u32).collect();
+            if g.push_tokens(c, &next) {
                 break;
             }
         }
-        seqs.into_iter()
-            .zip(done)
-            .map(|(s, _)| {
-                let mut out: Vec<u32> = s[1..].to_vec();
-                if let Some(p) = out.iter().position(|&t| t == c.pad_token_id) {
-                    out.truncate(p);
-                }
-                out
-            })
-            .collect()
+        g.finish(c)
     }
 
     /// Sum of log-probabilities of each `targets[i]` (EOS appended by the caller if wanted) given
