@@ -36,7 +36,7 @@ flop=$(sed -n 's/^bench tune.* \([0-9.]*\) GFLOP\/step.*/\1/p' "$out")
   echo "# summary"
   for who in "pytorch eager" "pytorch peft" "torch.compile"; do
     t=$(median "$who")
-    echo "$who: $t ms/step, ours is $(awk -v a="$t" -v b="$ours" 'BEGIN {printf "%.2f", a / b}')x faster"
+    echo "$who: $t ms/step; ours takes $(awk -v a="$t" -v b="$ours" 'BEGIN {printf "%.2f", b / a}') of its time (below 1: ours is faster)"
   done
   echo "ours: $ours ms/step = $(awk -v f="$flop" -v t="$ours" -v p="$peak" 'BEGIN {printf "%.0f GFLOP/s, %.0f%% of the %.0f GFLOP/s sgemm peak (floor at the peak: %.0f ms/step)", f / t * 1e3, 100 * f / t * 1e3 / p, p, f / p * 1e3}')"
 } | tee -a "$out"
