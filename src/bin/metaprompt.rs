@@ -110,9 +110,10 @@ mod cli {
         /// Reptile) or the multi-task baseline; checkpoints and resumes.
         MetaTrain(MetaTrainArgs),
         /// Benchmarks: `bench tune` times prompt-tuning steps on flan-t5-small; `bench kernels`
-        /// splits one step's GPU time by kernel (our WGSL kernels, timestamp queries).
+        /// splits one step's GPU time by kernel (our WGSL kernels, timestamp queries); `bench
+        /// gemm` times our CPU matmul at each of the step's shapes.
         Bench {
-            /// What to time: tune | kernels.
+            /// What to time: tune | kernels | gemm.
             what: String,
             #[arg(long, default_value_t = 5)]
             steps: usize,
@@ -398,9 +399,13 @@ mod cli {
             } => (|| match what.as_str() {
                 "tune" => tune_cmd::bench_tune(&engine.load()?, steps, save.as_deref()),
                 "kernels" => tune_cmd::bench_kernels(&engine.load()?, steps),
+                "gemm" => {
+                    tune_cmd::bench_gemm(steps);
+                    Ok(())
+                }
                 _ => Err(format!(
-                    "bench {what:?}: expected `tune` (ms per tuning step) or `kernels` (GPU \
-                         time per kernel in one step)"
+                    "bench {what:?}: expected `tune` (ms per tuning step), `kernels` (GPU \
+                         time per kernel in one step) or `gemm` (our CPU matmul per step shape)"
                 )),
             })(),
             Command::Generate {

@@ -703,6 +703,61 @@ fn save_bench(
     std::fs::write(&path, batch.to_string()).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Our CPU matmul (`metaprompt::cpu::gemm`, the CPU backend's only product) at every weight shape
+/// of the tuning step, forward (`x W`) and input gradient (`dy W^T`, W read transposed in place),
+/// on the encoder's rows and the decoder's: where the CPU step's time goes, against the machine's
+/// sgemm peak (`scripts/bench-cpu.sh` prints it).
+pub fn bench_gemm(reps: usize) {
+    use metaprompt::cpu::gemm::{View, matmul};
+    let c = metaprompt::model::T5Config::flan_t5_small();
+    let (b, s_in, l, t) = BENCH_SHAPE;
+    let (d, inner, ff) = (c.d_model, c.inner_dim(), c.d_ff);
+    let (enc, dec) = (("encoder", b * (s_in + l)), ("decoder", b * t));
+    let weights = [
+        ("self qkv", d, 3 * inner, &[enc, dec][..]),
+        ("attention o", inner, d, &[enc, dec]),
+        ("ff wi", d, 2 * ff, &[enc, dec]),
+        ("ff wo", ff, d, &[enc, dec]),
+        ("cross q", d, inner, &[dec]),
+        ("cross kv", d, 2 * inner, &[enc]),
+        ("lm head", d, c.vocab_size, &[dec]),
+    ];
+    println!("bench gemm: our CPU matmul, median of {reps} runs, rows as in bench tune");
+    println!(
+        "  {:<12} {:<8} {:<18} {:>8} {:>9}",
+        "weight", "rows", "product", "ms", "GFLOP/s"
+    );
+    let reps = reps.max(1);
+    for (name, inp, out, stacks) in weights {
+        let w = metaprompt::selfcheck::test_values(inp * out, 3);
+        for &(stack, m) in stacks {
+            for trans in [false, true] {
+                let (k, n) = if trans { (out, inp) } else { (inp, out) };
+                let x = metaprompt::selfcheck::test_values(m * k, 4);
+                let mut y = vec![0f32; m * n];
+                let wv = View::new(&w, inp, out);
+                let wv = if trans { wv.t() } else { wv };
+                let mut ms: Vec<f64> = (0..reps + 1)
+                    .map(|_| {
+                        let t0 = Instant::now();
+                        matmul(&mut y, n, View::new(&x, m, k), wv, false, true);
+                        t0.elapsed().as_secs_f64() * 1e3
+                    })
+                    .skip(1)
+                    .collect();
+                ms.sort_by(f64::total_cmp);
+                let med = ms[ms.len() / 2];
+                let op = if trans { "dy W^T" } else { "x W" };
+                println!(
+                    "  {name:<12} {stack:<8} {:<18} {med:>8.3} {:>9.1}",
+                    format!("{op} [{m}x{k}]·[{k}x{n}]"),
+                    2.0 * (m * n * k) as f64 / med / 1e6
+                );
+            }
+        }
+    }
+}
+
 /// GPU time per kernel in one tuning step with our WGSL kernels, from timestamp queries: which
 /// kernel (and which matmul shape) the step spends its time in.
 pub fn bench_kernels(r: &Runner, steps: usize) -> Result<(), String> {
