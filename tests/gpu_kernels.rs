@@ -332,3 +332,54 @@ fn cross_entropy_names_a_target_outside_the_vocabulary() {
             .unwrap_err();
     assert!(err.to_string().contains("target 1"), "{err}");
 }
+
+#[test]
+fn distillation_matches_reference_over_the_real_vocabulary() {
+    use metaprompt::kernels::distill::Distill;
+    let gpu = gpu();
+    for (rows, vocab, temp) in [(1, 1, 1.0), (3, 1000, 2.0), (4, 32128, 1.0)] {
+        let logits = |seed| -> Vec<f32> {
+            test_values(rows * vocab, seed)
+                .iter()
+                .map(|x| x * 5.0)
+                .collect()
+        };
+        let (student, teacher) = (logits(vocab as u64), logits(vocab as u64 + 1));
+        let weights: Vec<f32> = (0..rows).map(|r| if r == 1 { 0.0 } else { 0.3 }).collect();
+        let (loss, grad) =
+            pollster::block_on(Distill::new(&gpu).run(&gpu, &student, &teacher, &weights, temp))
+                .unwrap();
+        let mut want_grad = teacher.clone();
+        let want_loss = metaprompt::cpu::distill::losses_and_grad_into_teacher(
+            &student,
+            &mut want_grad,
+            vocab,
+            &weights,
+            temp,
+        );
+        // Sums of 32k terms in different orders: 1e-5 relative to the largest row's loss.
+        let scale = want_loss.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
+        assert!(
+            max_abs_diff(&loss, &want_loss) <= 1e-5 * scale,
+            "{rows}x{vocab}: loss {loss:?} vs {want_loss:?}"
+        );
+        assert!(
+            max_abs_diff(&grad, &want_grad) <= 1e-6,
+            "{rows}x{vocab}: grad"
+        );
+    }
+}
+
+#[test]
+fn scale_add_matches_reference_on_a_ragged_length() {
+    use metaprompt::kernels::scale_add::ScaleAdd;
+    let gpu = gpu();
+    // Longer than 65,535 workgroups of 256 would allow in one row of the grid.
+    for n in [1, 1000, 65_535 * 256 + 3] {
+        let (y, x) = (test_values(n, 1), test_values(n, 2));
+        let got = pollster::block_on(ScaleAdd::new(&gpu).run(&gpu, &y, 0.3, &x, -1.5)).unwrap();
+        let mut want = y.clone();
+        metaprompt::cpu::scale_add::forward(&mut want, 0.3, &x, -1.5);
+        assert!(max_abs_diff(&got, &want) <= 1e-6, "n = {n}");
+    }
+}

@@ -256,3 +256,130 @@ async fn prompt_tuning_kernels_match_their_rust_twins_in_the_browser() {
         "cross-entropy gradient"
     );
 }
+
+/// The graph's method parts on our WGSL kernels in the browser against our CPU backend (held to
+/// burn's autodiff natively, tests/graph_parts.rs): loss parts with row weights, distillation
+/// with a temperature, injected vectors; the distillation and scale-add kernels against their
+/// twins; and sampling that draws the same tokens on both backends from one seed.
+#[wasm_bindgen_test]
+async fn method_parts_on_webgpu_match_the_cpu_backend() {
+    use metaprompt::cpu::CpuT5;
+    use metaprompt::graph::{Loss, Objective, Part, Piece, Row, Sampler, Teacher};
+    use metaprompt::kernels::{GpuT5, distill::Distill, max_abs_diff, scale_add::ScaleAdd};
+    use metaprompt::model::T5Config;
+    use metaprompt::model::checkpoint::Checkpoint;
+    use metaprompt::model::tiny::random_checkpoint;
+    use metaprompt::selfcheck::test_values;
+    let rel =
+        |g: &[f32], w: &[f32]| max_abs_diff(g, w) / w.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    let gpu = Gpu::shared().await.unwrap();
+
+    let (s, t) = (test_values(3 * 1000, 1), test_values(3 * 1000, 2));
+    let w = [0.5f32, 0.0, 1.0];
+    let (loss, grad) = Distill::new(&gpu).run(&gpu, &s, &t, &w, 2.0).await.unwrap();
+    let mut want = t.clone();
+    let want_loss =
+        metaprompt::cpu::distill::losses_and_grad_into_teacher(&s, &mut want, 1000, &w, 2.0);
+    assert!(
+        rel(&loss, &want_loss) <= 1e-5,
+        "distill loss {loss:?} vs {want_loss:?}"
+    );
+    assert!(max_abs_diff(&grad, &want) <= 1e-6, "distill gradient");
+    let got = ScaleAdd::new(&gpu)
+        .run(&gpu, &s, 0.3, &t, -1.5)
+        .await
+        .unwrap();
+    let mut want = s.clone();
+    metaprompt::cpu::scale_add::forward(&mut want, 0.3, &t, -1.5);
+    assert!(max_abs_diff(&got, &want) <= 1e-6, "scale_add");
+
+    let c = T5Config::tiny();
+    let ckpt_bytes = random_checkpoint(&c, 3);
+    let ckpt = Checkpoint::parse(&ckpt_bytes, &c).unwrap();
+    let cpu = CpuT5::from_checkpoint(&ckpt, &c).unwrap();
+    let wgsl = GpuT5::from_checkpoint(&gpu, &ckpt, &c).unwrap();
+    let d = c.d_model;
+    let prompt = test_values(3 * d, 5);
+    let teacher = test_values(2 * d, 9);
+    let injected = test_values(2 * d, 13);
+    let tok = |v: &[u32]| v.iter().map(|&t| Piece::Token(t)).collect::<Vec<_>>();
+    let mut first = tok(&[5, 9, 14, 1]);
+    first.insert(1, Piece::Injected(1));
+    let rows = vec![
+        Row {
+            input: first,
+            target: vec![7, 1],
+            part: 0,
+            weight: 1.0,
+        },
+        Row {
+            input: tok(&[8, 1]),
+            target: vec![11, 12, 1],
+            part: 1,
+            weight: 2.0,
+        },
+        Row {
+            input: tok(&[20, 21, 1]),
+            target: vec![40, 1],
+            part: 2,
+            weight: 1.0,
+        },
+    ];
+    let parts = [
+        Part {
+            weight: 0.6,
+            loss: Loss::Target,
+        },
+        Part {
+            weight: 0.3,
+            loss: Loss::Target,
+        },
+        Part {
+            weight: 0.1,
+            loss: Loss::Distil,
+        },
+    ];
+    let batch = Objective {
+        prompt: &prompt,
+        injected: &injected,
+        parts: &parts,
+        rows: &rows,
+        teacher: Some(Teacher {
+            prompt: &teacher,
+            temperature: 2.0,
+        }),
+    };
+    let want = cpu.loss_and_grads(&batch).await.unwrap();
+    let got = wgsl.loss_and_grads(&batch).await.unwrap();
+    assert!(
+        (got.loss - want.loss).abs() <= 1e-4 * want.loss,
+        "{} vs {}",
+        got.loss,
+        want.loss
+    );
+    assert!(
+        rel(&got.parts, &want.parts) <= 1e-4,
+        "{:?} vs {:?}",
+        got.parts,
+        want.parts
+    );
+    assert!(rel(&got.prompt, &want.prompt) <= 1e-4, "prompt gradient");
+    assert!(
+        rel(&got.injected, &want.injected) <= 1e-4,
+        "injected gradient"
+    );
+
+    let inputs = vec![vec![5, 9, 14, 1], vec![8, 1]];
+    let (mut s1, mut s2) = (Sampler::new(0, 1.0, 2.5, 42), Sampler::new(0, 1.0, 2.5, 42));
+    let e1 = cpu.encode(&prompt, &inputs).unwrap();
+    let e2 = wgsl.encode(&prompt, &inputs).unwrap();
+    let a = cpu
+        .generate_with(&e1.memory, 8, |l, s| s1.pick(l, s))
+        .await
+        .unwrap();
+    let b = wgsl
+        .generate_with(&e2.memory, 8, |l, s| s2.pick(l, s))
+        .await
+        .unwrap();
+    assert_eq!(a, b, "CPU and WebGPU drew different tokens");
+}

@@ -4,10 +4,12 @@
 
 pub mod attention;
 pub mod cross_entropy;
+pub mod distill;
 pub mod gated_gelu;
 pub mod gemm;
 pub mod ops;
 mod par;
 pub mod rms_norm;
+pub mod scale_add;
 
 pub use ops::{CpuOps, CpuT5};

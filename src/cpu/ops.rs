@@ -4,7 +4,7 @@
 
 use super::attention::{self, Dims, HeadRows, Heads, merge_heads};
 use super::gemm::{View, matmul};
-use super::{cross_entropy, gated_gelu, rms_norm};
+use super::{cross_entropy, distill, gated_gelu, rms_norm, scale_add};
 use crate::graph::{Bias, KeyValues, LoadError, Mat, Ops, T5Graph};
 use crate::kernels::KernelError;
 use crate::model::checkpoint::Checkpoint;
@@ -249,6 +249,28 @@ impl Ops for CpuOps {
         let (t, w) = (&targets[..rows], &weights.borrow()[..rows]);
         let losses = cross_entropy::losses_and_grad_in_place(logits, vocab, t, w);
         out.borrow_mut()[..rows].copy_from_slice(&losses);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn distill(
+        &self,
+        student: &Buf,
+        teacher: &Buf,
+        weights: &Buf,
+        out: &Buf,
+        rows: usize,
+        vocab: usize,
+        temperature: f32,
+    ) {
+        let n = rows * vocab;
+        let (s, t) = (&student.borrow()[..n], &mut teacher.borrow_mut()[..n]);
+        let w = &weights.borrow()[..rows];
+        let losses = distill::losses_and_grad_into_teacher(s, t, vocab, w, temperature);
+        out.borrow_mut()[..rows].copy_from_slice(&losses);
+    }
+
+    fn scale_add(&self, y: &Buf, a: f32, x: &Buf, b: f32, len: usize) {
+        scale_add::forward(&mut y.borrow_mut()[..len], a, &x.borrow()[..len], b);
     }
 
     fn flush(&self) {}

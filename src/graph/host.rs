@@ -1,6 +1,7 @@
 //! The host side of the graph, the same for every backend: token embeddings gathered from the
 //! shared table, relative-position biases, teacher forcing, target padding, greedy decoding.
 
+use crate::kernels::KernelError;
 use crate::model::config::T5Config;
 use crate::model::t5::relative_position_bucket;
 
@@ -30,6 +31,14 @@ pub fn position_bias(
     out
 }
 
+/// One encoder input position: a token of the vocabulary, or row `i` of the vectors injected
+/// with the batch (SUPMER gives cluster centroids as option tokens this way).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Piece {
+    Token(u32),
+    Injected(usize),
+}
+
 /// `prompt` (`[L, d]`, shared by the batch; may be empty) followed by each sequence's token
 /// embeddings from `shared`, padded with the pad token to the longest: `([B * S, d], key mask
 /// [B, S] with 1 at prompt and real tokens, S)`.
@@ -38,23 +47,79 @@ pub fn embed_inputs(
     shared: &[f32],
     prompt: &[f32],
     inputs: &[Vec<u32>],
-) -> (Vec<f32>, Vec<f32>, usize) {
+) -> Result<(Vec<f32>, Vec<f32>, usize), KernelError> {
+    let pieces: Vec<Vec<Piece>> = inputs
+        .iter()
+        .map(|ids| ids.iter().map(|&t| Piece::Token(t)).collect())
+        .collect();
+    embed_pieces(c, shared, prompt, &pieces, &[], 0)
+}
+
+/// [`embed_inputs`] over tokens and rows of `injected` (`[n, d]`), padded to at least `min_len`
+/// input positions. A token outside the vocabulary or a row past `injected` is an error naming
+/// the sequence and the position.
+pub fn embed_pieces(
+    c: &T5Config,
+    shared: &[f32],
+    prompt: &[f32],
+    inputs: &[Vec<Piece>],
+    injected: &[f32],
+    min_len: usize,
+) -> Result<(Vec<f32>, Vec<f32>, usize), KernelError> {
     let d = c.d_model;
     let (b, l) = (inputs.len(), prompt.len() / d);
-    let s = l + inputs.iter().map(Vec::len).max().unwrap_or(0);
+    let s = l + inputs.iter().map(Vec::len).max().unwrap_or(0).max(min_len);
+    let n_injected = injected.len() / d;
     let mut x = vec![0f32; b * s * d];
     let mut mask = vec![0f32; b * s];
-    for (bi, ids) in inputs.iter().enumerate() {
+    for (bi, seq) in inputs.iter().enumerate() {
         let rows = &mut x[bi * s * d..(bi + 1) * s * d];
         rows[..l * d].copy_from_slice(prompt);
         for j in 0..s - l {
             // Padding embeds the pad token (masked out of attention).
-            let id = ids.get(j).copied().unwrap_or(c.pad_token_id) as usize;
-            rows[(l + j) * d..(l + j + 1) * d].copy_from_slice(&shared[id * d..(id + 1) * d]);
+            let piece = seq.get(j).copied().unwrap_or(Piece::Token(c.pad_token_id));
+            let (table, i, n, what) = match piece {
+                Piece::Token(t) => (shared, t as usize, c.vocab_size, "token"),
+                Piece::Injected(i) => (injected, i, n_injected, "injected vector"),
+            };
+            if i >= n {
+                return Err(KernelError::Shape {
+                    tensor: "encoder input",
+                    expected: n,
+                    got: i,
+                    why: format!("sequence {bi}, position {j}: {what} {i} of {n}"),
+                });
+            }
+            rows[(l + j) * d..(l + j + 1) * d].copy_from_slice(&table[i * d..(i + 1) * d]);
         }
-        mask[bi * s..bi * s + l + ids.len()].fill(1.0);
+        mask[bi * s..bi * s + l + seq.len()].fill(1.0);
     }
-    (x, mask, s)
+    Ok((x, mask, s))
+}
+
+/// The injected vectors' gradient `[n, d]` from the encoder input's `dh` (`[b * s, d]`): every
+/// position that reads row `i` adds its gradient to row `i`.
+pub fn injected_grad(
+    dh: &[f32],
+    inputs: &[Vec<Piece>],
+    s: usize,
+    l: usize,
+    d: usize,
+    n: usize,
+) -> Vec<f32> {
+    let mut grad = vec![0f32; n * d];
+    for (bi, seq) in inputs.iter().enumerate() {
+        for (j, piece) in seq.iter().enumerate() {
+            if let Piece::Injected(i) = *piece {
+                let at = (bi * s + l + j) * d;
+                grad[i * d..(i + 1) * d]
+                    .iter_mut()
+                    .zip(&dh[at..at + d])
+                    .for_each(|(g, x)| *g += x);
+            }
+        }
+    }
+    grad
 }
 
 /// Teacher forcing: the decoder reads the start token and the target shifted right.
@@ -101,29 +166,20 @@ pub fn prompt_grad(dh: &[f32], b: usize, s: usize, l: usize, d: usize) -> Vec<f3
     grad
 }
 
-/// Greedy decoding state shared by every engine (our graph and burn's model): the sequences so
-/// far (starting with the start token), and which have produced EOS (padded from then on).
-pub struct Greedy {
+/// Decoding state shared by every engine (our graph and burn's model) and every way of picking
+/// the next token: the sequences so far (starting with the start token), and which have
+/// produced EOS (padded from then on).
+pub struct Decoding {
     pub seqs: Vec<Vec<u32>>,
     done: Vec<bool>,
 }
 
-impl Greedy {
+impl Decoding {
     pub fn new(c: &T5Config, batch: usize) -> Self {
         Self {
             seqs: vec![vec![c.decoder_start_token_id]; batch],
             done: vec![false; batch],
         }
-    }
-
-    /// Appends each sequence's most likely next token from the decoder's `[batch * t, vocab]`
-    /// logits; true once every sequence is done.
-    pub fn push(&mut self, c: &T5Config, logits: &[f32], t: usize) -> bool {
-        let v = c.vocab_size;
-        let next: Vec<u32> = (0..self.seqs.len())
-            .map(|bi| argmax(&logits[(bi * t + t - 1) * v..(bi * t + t) * v]))
-            .collect();
-        self.push_tokens(c, &next)
     }
 
     /// Appends each sequence's chosen next token; true once every sequence is done.
@@ -150,8 +206,8 @@ impl Greedy {
     }
 }
 
-/// Index of the largest value (greedy decoding).
-fn argmax(row: &[f32]) -> u32 {
+/// Index of the largest value (greedy decoding); the first of equals.
+pub fn argmax(row: &[f32]) -> u32 {
     row.iter()
         .enumerate()
         .fold(

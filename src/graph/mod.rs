@@ -3,8 +3,13 @@
 //! the oracle the tests hold both to.
 
 pub mod host;
+pub mod objective;
 pub mod ops;
+pub mod sampling;
 pub mod t5;
 
+pub use host::Piece;
+pub use objective::{Gradients, Loss, Objective, Part, Row, Teacher};
 pub use ops::{Bias, KeyValues, LoadError, Mat, Ops};
-pub use t5::{DecoderTape, Encoded, T5Graph};
+pub use sampling::Sampler;
+pub use t5::{DecoderTape, Encoded, Memory, T5Graph};

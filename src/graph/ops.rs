@@ -207,6 +207,21 @@ pub trait Ops {
         rows: usize,
         vocab: usize,
     );
+    /// `out[r]` = `weights[r] * T^2 * KL(softmax(teacher_r / T) || softmax(student_r / T))`, and
+    /// `teacher` := d sum(out) / d student (`[rows, vocab]` logits; distillation).
+    #[allow(clippy::too_many_arguments)]
+    fn distill(
+        &self,
+        student: &Self::Buf,
+        teacher: &Self::Buf,
+        weights: &Self::Buf,
+        out: &Self::Buf,
+        rows: usize,
+        vocab: usize,
+        temperature: f32,
+    );
+    /// `y[..len] = a * y + b * x`; `x` is another buffer than `y`.
+    fn scale_add(&self, y: &Self::Buf, a: f32, x: &Self::Buf, b: f32, len: usize);
     /// Starts what has been recorded so far (a GPU runs one layer while the next is recorded).
     fn flush(&self);
     /// The first `len` floats of `buf`, once everything recorded before has run.

@@ -5,9 +5,10 @@
 //! embeddings, whose prompt rows are the soft prompt's gradient.
 
 use super::host::{
-    Greedy, embed_inputs, padded_targets, position_bias, prompt_grad, sequence_scores,
-    teacher_inputs,
+    Decoding, Piece, argmax, embed_inputs, embed_pieces, padded_targets, position_bias,
+    sequence_scores, teacher_inputs,
 };
+use super::objective::{Objective, Row};
 use super::ops::{Bias, KeyValues, LoadError, Mat, Ops};
 use crate::cpu::attention::Dims;
 use crate::kernels::{KernelError, check_len};
@@ -87,18 +88,26 @@ struct FeedForwardTape<O: Ops> {
     gu: O::Buf,
 }
 
-/// Encoder output with what backward needs.
-pub struct Encoded<O: Ops> {
+/// What the decoder reads of an encoding: the states, their key mask and every decoder layer's
+/// cross-attention keys and values. Built by [`T5Graph::encode`], or by [`T5Graph::memory`] from
+/// states formed otherwise (mixed, as SUPMER's task augmentation does).
+pub struct Memory<O: Ops> {
     pub batch: usize,
     /// Prompt + longest input.
     pub len: usize,
-    pub prompt_len: usize,
     /// `[batch * len, d]`
     pub states: O::Buf,
-    /// `[batch, len]`, 1 at prompt and real tokens.
+    /// `[batch, len]`, 1 at prompt and real tokens; `mask` holds it on the device.
+    pub key_mask: Vec<f32>,
     pub mask: O::Buf,
     /// Per decoder layer, cross-attention keys and values `[batch * len, 2 * inner]`.
     cross: Vec<O::Buf>,
+}
+
+/// Encoder output with what backward needs.
+pub struct Encoded<O: Ops> {
+    pub memory: Memory<O>,
+    pub prompt_len: usize,
     layers: Vec<(AttentionTape<O>, FeedForwardTape<O>)>,
     /// The residual stream before the final norm.
     last: O::Buf,
@@ -206,13 +215,30 @@ impl<O: Ops> T5Graph<O> {
     /// Encoder over `prompt` (`[L, d]` row-major, shared by the batch; may be empty) followed by
     /// each input's token embeddings, padded to the longest input.
     pub fn encode(&self, prompt: &[f32], inputs: &[Vec<u32>]) -> Result<Encoded<O>, KernelError> {
+        let pieces: Vec<Vec<Piece>> = inputs
+            .iter()
+            .map(|ids| ids.iter().map(|&t| Piece::Token(t)).collect())
+            .collect();
+        self.encode_pieces(prompt, &pieces, &[], 0)
+    }
+
+    /// [`Self::encode`] over inputs of tokens and `injected` vectors (`[n, d]`, e.g. cluster
+    /// centroids given as option tokens), padded to at least `min_len` input positions (so that
+    /// two batches' states line up for mixing).
+    pub fn encode_pieces(
+        &self,
+        prompt: &[f32],
+        inputs: &[Vec<Piece>],
+        injected: &[f32],
+        min_len: usize,
+    ) -> Result<Encoded<O>, KernelError> {
         let c = &self.config;
-        let (o, d, inner) = (&self.ops, c.d_model, c.inner_dim());
+        let (o, d) = (&self.ops, c.d_model);
         check_len("prompt", prompt.len() % d, 0, format!("whole {d}-vectors"))?;
         let (b, l) = (inputs.len(), prompt.len() / d);
-        let (x, mask, s) = embed_inputs(c, &self.shared, prompt, inputs);
+        let (x, key_mask, s) = embed_pieces(c, &self.shared, prompt, inputs, injected, min_len)?;
         let mut x = o.upload("encoder input", &x)?;
-        let mask = o.upload("key mask", &mask)?;
+        let mask = o.upload("key mask", &key_mask)?;
         let position = position_bias(c, &self.enc_position, s, s, true);
         let position = o.upload("position bias", &position)?;
         let bias = Bias {
@@ -230,29 +256,133 @@ impl<O: Ops> T5Graph<O> {
         }
         let states = o.zeros("encoder states", b * s * d);
         o.rms_norm(&x, &self.enc_norm, &states, b * s, d, self.eps());
+        Ok(Encoded {
+            memory: self.memory_with_mask(b, s, states, key_mask, mask),
+            prompt_len: l,
+            layers,
+            last: x,
+        })
+    }
+
+    /// The decoder's view of encoder `states` (`[batch * len, d]`) under `key_mask`
+    /// (`[batch, len]`).
+    pub fn memory(
+        &self,
+        batch: usize,
+        len: usize,
+        states: O::Buf,
+        key_mask: Vec<f32>,
+    ) -> Result<Memory<O>, KernelError> {
+        check_len("key mask", key_mask.len(), batch * len, "[batch, len]")?;
+        let mask = self.ops.upload("key mask", &key_mask)?;
+        Ok(self.memory_with_mask(batch, len, states, key_mask, mask))
+    }
+
+    fn memory_with_mask(
+        &self,
+        batch: usize,
+        len: usize,
+        states: O::Buf,
+        key_mask: Vec<f32>,
+        mask: O::Buf,
+    ) -> Memory<O> {
+        let (o, d, inner) = (&self.ops, self.config.d_model, self.config.inner_dim());
+        let rows = batch * len;
         // Every decoder layer's cross-attention keys and values depend only on the encoder
         // states: computed once here, not again for every label scored or token generated.
         let cross = self
             .decoder
             .iter()
             .map(|layer| {
-                let kv = o.zeros("cross kv", b * s * 2 * inner);
+                let kv = o.zeros("cross kv", rows * 2 * inner);
                 let (a, c) = (Mat::new(&states, d), Mat::new(&kv, 2 * inner));
-                o.matmul(a, b * s, &layer.cross.wkv, false, c, false);
+                o.matmul(a, rows, &layer.cross.wkv, false, c, false);
                 kv
             })
             .collect();
         o.flush();
-        Ok(Encoded {
-            batch: b,
-            len: s,
-            prompt_len: l,
+        Memory {
+            batch,
+            len,
             states,
+            key_mask,
             mask,
             cross,
-            layers,
-            last: x,
-        })
+        }
+    }
+
+    /// `a * x` as a new buffer of `len` floats.
+    pub fn scaled(&self, x: &O::Buf, a: f32, len: usize) -> O::Buf {
+        let y = self.ops.zeros("scaled", len);
+        self.ops.scale_add(&y, 0.0, x, a, len);
+        y
+    }
+
+    /// The states `la * a + lb * b` of two encodings of one shape, under the union of their key
+    /// masks (SUPMER's task mixup).
+    pub fn mix(
+        &self,
+        a: &Memory<O>,
+        la: f32,
+        b: &Memory<O>,
+        lb: f32,
+    ) -> Result<Memory<O>, KernelError> {
+        let d = self.config.d_model;
+        check_len(
+            "mixed states",
+            b.batch * b.len,
+            a.batch * a.len,
+            "the same [batch, len]",
+        )?;
+        let n = a.batch * a.len * d;
+        let states = self.scaled(&a.states, la, n);
+        self.ops.scale_add(&states, 1.0, &b.states, lb, n);
+        let mask = a.key_mask.iter().zip(&b.key_mask).map(|(x, y)| x.max(*y));
+        self.memory(a.batch, a.len, states, mask.collect())
+    }
+
+    /// Each input's encoder states at `positions[i]` (indices into input i's tokens, after the
+    /// prompt), concatenated: `[inputs][positions[i].len() * d]`. The decoder does not run (ERDA's
+    /// relation encoder pools the states at the entity markers).
+    pub async fn pooled_states(
+        &self,
+        prompt: &[f32],
+        inputs: &[Vec<u32>],
+        positions: &[Vec<usize>],
+    ) -> Result<Vec<Vec<f32>>, KernelError> {
+        let d = self.config.d_model;
+        check_len(
+            "positions",
+            positions.len(),
+            inputs.len(),
+            "one list per input",
+        )?;
+        for (i, (ids, at)) in inputs.iter().zip(positions).enumerate() {
+            if let Some(&p) = at.iter().find(|&&p| p >= ids.len()) {
+                return Err(KernelError::Shape {
+                    tensor: "positions",
+                    expected: ids.len(),
+                    got: p,
+                    why: format!(
+                        "input {i} has {} tokens; position {p} is past its end",
+                        ids.len()
+                    ),
+                });
+            }
+        }
+        let e = self.encode(prompt, inputs)?;
+        let (s, l) = (e.memory.len, e.prompt_len);
+        let states = self.ops.read(e.memory.states, inputs.len() * s * d).await?;
+        Ok(positions
+            .iter()
+            .enumerate()
+            .map(|(i, at)| {
+                at.iter()
+                    .flat_map(|&p| &states[(i * s + l + p) * d..(i * s + l + p + 1) * d])
+                    .copied()
+                    .collect()
+            })
+            .collect())
     }
 
     /// Residual self-attention sub-layer: returns `x + attn(norm(x))` and its tape.
@@ -393,7 +523,7 @@ impl<O: Ops> T5Graph<O> {
     /// the `[B * T, vocab]` logits and the tape.
     pub fn decode(
         &self,
-        e: &Encoded<O>,
+        m: &Memory<O>,
         dec_inputs: &[Vec<u32>],
     ) -> Result<(O::Buf, DecoderTape<O>), KernelError> {
         let c = &self.config;
@@ -401,11 +531,11 @@ impl<O: Ops> T5Graph<O> {
         check_len(
             "decoder inputs",
             dec_inputs.len(),
-            e.batch,
+            m.batch,
             "one per encoded input",
         )?;
-        let (b, s) = (e.batch, e.len);
-        let (x, _, t) = embed_inputs(c, &self.shared, &[], dec_inputs);
+        let (b, s) = (m.batch, m.len);
+        let (x, _, t) = embed_inputs(c, &self.shared, &[], dec_inputs)?;
         let mut x = o.upload("decoder input", &x)?;
         let position = position_bias(c, &self.dec_position, t, t, false);
         let position = o.upload("position bias", &position)?;
@@ -418,11 +548,11 @@ impl<O: Ops> T5Graph<O> {
         };
         let cross_bias = Bias {
             position: None,
-            key_mask: Some(&e.mask),
+            key_mask: Some(&m.mask),
             causal: false,
         };
         let mut layers = Vec::with_capacity(self.decoder.len());
-        for (layer, kv) in self.decoder.iter().zip(&e.cross) {
+        for (layer, kv) in self.decoder.iter().zip(&m.cross) {
             let (h, sa) = self.self_attention(x, &layer.ln_self, &layer.self_attn, b, t, self_bias);
             let (h, ca) =
                 self.cross_attention(h, &layer.ln_cross, &layer.cross, kv, (b, t, s), cross_bias);
@@ -448,12 +578,12 @@ impl<O: Ops> T5Graph<O> {
     /// classification scores.
     pub async fn score(
         &self,
-        e: &Encoded<O>,
+        m: &Memory<O>,
         targets: &[Vec<u32>],
     ) -> Result<Vec<f32>, KernelError> {
         let c = &self.config;
         let o = &self.ops;
-        let (logits, tape) = self.decode(e, &teacher_inputs(c, targets))?;
+        let (logits, tape) = self.decode(m, &teacher_inputs(c, targets))?;
         let t = tape.len;
         let (ids, w) = padded_targets(c, targets, t);
         let idb = o.upload_ids("targets", &ids)?;
@@ -463,20 +593,36 @@ impl<O: Ops> T5Graph<O> {
         Ok(sequence_scores(&lp, &w, t, targets.len()))
     }
 
-    /// Greedy decoding of up to `max_new` tokens for every encoded input; stops at EOS, which is
-    /// not returned. (No key/value cache: each step re-runs the decoder over the prefix.)
+    /// Decoding decoding of up to `max_new` tokens for every encoded input; stops at EOS, which is
+    /// not returned.
     pub async fn generate(
         &self,
-        e: &Encoded<O>,
+        m: &Memory<O>,
         max_new: usize,
     ) -> Result<Vec<Vec<u32>>, KernelError> {
+        self.generate_with(m, max_new, |row, _| argmax(row)).await
+    }
+
+    /// Decoding of up to `max_new` tokens, the next token of each sequence chosen by
+    /// `pick(next-token logits, the sequence so far)` (greedy, or a [`super::Sampler`]'s draw).
+    /// No key/value cache: each step re-runs the decoder over the prefix.
+    pub async fn generate_with(
+        &self,
+        m: &Memory<O>,
+        max_new: usize,
+        mut pick: impl FnMut(&[f32], &[u32]) -> u32,
+    ) -> Result<Vec<Vec<u32>>, KernelError> {
         let c = &self.config;
-        let mut g = Greedy::new(c, e.batch);
+        let v = c.vocab_size;
+        let mut g = Decoding::new(c, m.batch);
         for _ in 0..max_new {
-            let (logits, tape) = self.decode(e, &g.seqs)?;
+            let (logits, tape) = self.decode(m, &g.seqs)?;
             let t = tape.len;
-            let logits = self.ops.read(logits, e.batch * t * c.vocab_size).await?;
-            if g.push(c, &logits, t) {
+            let logits = self.ops.read(logits, m.batch * t * v).await?;
+            let next: Vec<u32> = (0..m.batch)
+                .map(|bi| pick(&logits[(bi * t + t - 1) * v..(bi * t + t) * v], &g.seqs[bi]))
+                .collect();
+            if g.push_tokens(c, &next) {
                 break;
             }
         }
@@ -484,29 +630,22 @@ impl<O: Ops> T5Graph<O> {
     }
 
     /// Mean cross-entropy per target token, and its gradient with respect to the prompt
-    /// (`[L, d]`, summed over the batch since every sequence shares the prompt).
+    /// (`[L, d]`, summed over the batch since every sequence shares the prompt): the
+    /// [`Objective`] of one target part.
     pub async fn loss_and_prompt_grad(
         &self,
         prompt: &[f32],
         inputs: &[Vec<u32>],
         targets: &[Vec<u32>],
     ) -> Result<(f32, Vec<f32>), KernelError> {
-        let c = &self.config;
-        let (o, d) = (&self.ops, c.d_model);
-        let e = self.encode(prompt, inputs)?;
-        let (logits, dec) = self.decode(&e, &teacher_inputs(c, targets))?;
-        let (b, s, t) = (e.batch, e.len, dec.len);
-        let (ids, mut w) = padded_targets(c, targets, t);
-        let n_tokens = w.iter().sum::<f32>().max(1.0);
-        w.iter_mut().for_each(|x| *x /= n_tokens);
-        let (idb, wb) = (o.upload_ids("targets", &ids)?, o.upload("weights", &w)?);
-        let losses = o.zeros("losses", ids.len());
-        o.loss_and_grad(&logits, &idb, &wb, &losses, ids.len(), c.vocab_size);
-        let d_states = self.decoder_backward(&e, &dec, &logits);
-        let dh = self.encoder_backward(&e, &d_states);
-        let loss: f32 = o.read(losses, ids.len()).await?.iter().sum();
-        let dh = o.read(dh, b * s * d).await?;
-        Ok((loss, prompt_grad(&dh, b, s, e.prompt_len, d)))
+        let rows: Vec<Row> = inputs
+            .iter()
+            .zip(targets)
+            .map(|(i, t)| Row::new(i, t.clone(), 0))
+            .collect();
+        let batch = Objective::single(prompt, &rows);
+        let g = self.loss_and_grads(&batch).await?;
+        Ok((g.loss, g.prompt))
     }
 
     /// From the logits' gradient (`[B * T, vocab]`), the gradient of the encoder states
@@ -514,13 +653,13 @@ impl<O: Ops> T5Graph<O> {
     /// collected into the states'.
     pub fn decoder_backward(
         &self,
-        e: &Encoded<O>,
+        m: &Memory<O>,
         dec: &DecoderTape<O>,
         d_logits: &O::Buf,
     ) -> O::Buf {
         let c = &self.config;
         let (o, d, inner) = (&self.ops, c.d_model, c.inner_dim());
-        let (b, s, t) = (e.batch, e.len, dec.len);
+        let (b, s, t) = (m.batch, m.len, dec.len);
         let dn = o.zeros("d normed", b * t * d);
         let dl = Mat::new(d_logits, c.vocab_size);
         o.matmul(dl, b * t, &self.lm_head, true, Mat::new(&dn, d), false);
@@ -541,7 +680,7 @@ impl<O: Ops> T5Graph<O> {
                 Mat::new(&dctx, inner),
                 false,
             );
-            let kv = cross_kv(&e.cross[i], inner);
+            let kv = cross_kv(&m.cross[i], inner);
             let ds = o.zeros("d scores", b * c.num_heads * t * s);
             let dq = o.zeros("d cross q", b * t * inner);
             let dkv = o.zeros("d cross kv", b * s * 2 * inner);
@@ -588,7 +727,7 @@ impl<O: Ops> T5Graph<O> {
     /// (`[B * S, d]`; the prompt's rows first in every sequence).
     pub fn encoder_backward(&self, e: &Encoded<O>, d_states: &O::Buf) -> O::Buf {
         let (o, d) = (&self.ops, self.config.d_model);
-        let rows = e.batch * e.len;
+        let rows = e.memory.batch * e.memory.len;
         let dh = o.zeros("d residual", rows * d);
         o.rms_norm_backward_add(&e.last, &self.enc_norm, d_states, &dh, rows, d, self.eps());
         for (layer, (sa, ff)) in self.encoder.iter().zip(&e.layers).rev() {

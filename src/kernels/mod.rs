@@ -5,12 +5,14 @@
 
 pub mod attention;
 pub mod cross_entropy;
+pub mod distill;
 pub mod gated_gelu;
 pub mod matmul;
 pub mod ops;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod profile;
 pub mod rms_norm;
+pub mod scale_add;
 
 pub use ops::{GpuOps, GpuT5};
 

@@ -4,9 +4,11 @@
 
 use super::attention::AttentionKernel;
 use super::cross_entropy::CrossEntropy;
+use super::distill::Distill;
 use super::gated_gelu::GatedGelu;
 use super::matmul::{Block, GpuQuant, Mat, Matmul, QuantMatrix};
 use super::rms_norm::RmsNormKernel;
+use super::scale_add::ScaleAdd;
 use super::{KernelError, read_back, upload, zeros};
 use crate::cpu::attention::Dims;
 use crate::gpu::Gpu;
@@ -32,6 +34,8 @@ struct Kernels {
     norm: RmsNormKernel,
     gelu: GatedGelu,
     ce: CrossEntropy,
+    distill: Distill,
+    scale_add: ScaleAdd,
 }
 
 pub struct GpuOps {
@@ -57,6 +61,8 @@ impl GpuOps {
                 norm: RmsNormKernel::new(gpu),
                 gelu: GatedGelu::new(gpu),
                 ce: CrossEntropy::new(gpu),
+                distill: Distill::new(gpu),
+                scale_add: ScaleAdd::new(gpu),
             },
             block,
             enc: RefCell::new(Self::encoder(gpu)),
@@ -270,6 +276,36 @@ impl Ops for GpuOps {
                 .ce
                 .record(gpu, enc, logits, targets, weights, out, rows, vocab, true)
         });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn distill(
+        &self,
+        student: &wgpu::Buffer,
+        teacher: &wgpu::Buffer,
+        weights: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        rows: usize,
+        vocab: usize,
+        temperature: f32,
+    ) {
+        self.record(|gpu, enc| {
+            self.k.distill.record(
+                gpu,
+                enc,
+                student,
+                teacher,
+                weights,
+                out,
+                rows,
+                vocab,
+                temperature,
+            )
+        });
+    }
+
+    fn scale_add(&self, y: &wgpu::Buffer, a: f32, x: &wgpu::Buffer, b: f32, len: usize) {
+        self.record(|gpu, enc| self.k.scale_add.record(gpu, enc, y, a, x, b, len));
     }
 
     /// Submits what has been recorded and starts a fresh encoder, so the GPU runs one layer while

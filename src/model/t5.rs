@@ -6,7 +6,7 @@
 use super::checkpoint::{Checkpoint, CheckpointError};
 use super::config::T5Config;
 use super::names::{Block, LM_HEAD, SHARED, Stack, weight};
-use crate::graph::host::Greedy;
+use crate::graph::host::Decoding;
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -352,7 +352,7 @@ impl T5 {
         Tensor::from_data(TensorData::new(v, [1, 1, t, t]), &self.device)
     }
 
-    /// Greedy decoding of every sequence of `batch` up to `max_new` tokens (stops at EOS). Returns
+    /// Decoding decoding of every sequence of `batch` up to `max_new` tokens (stops at EOS). Returns
     /// the generated ids without the start token and without EOS.
     pub async fn generate(
         &self,
@@ -362,7 +362,7 @@ impl T5 {
     ) -> Vec<Vec<u32>> {
         let b = enc.dims()[0];
         let c = &self.config;
-        let mut g = Greedy::new(c, b);
+        let mut g = Decoding::new(c, b);
         for _ in 0..max_new {
             let dec = Batch::new(&g.seqs);
             let logits = self.decode(&dec, enc.clone(), enc_mask);

@@ -201,7 +201,7 @@ mod graph {
         let (inputs, targets) = split(pairs);
         let enc = t5.encode(&prompt.values, &inputs)?;
         let n: usize = targets.iter().map(Vec::len).sum();
-        let s: f32 = t5.score(&enc, &targets).await?.iter().sum();
+        let s: f32 = t5.score(&enc.memory, &targets).await?.iter().sum();
         Ok(-s / n.max(1) as f32)
     }
 
@@ -215,7 +215,7 @@ mod graph {
         let enc = t5.encode(values(prompt), inputs)?;
         for tokens in labels {
             let targets = vec![tokens.clone(); inputs.len()];
-            keep(&mut out, t5.score(&enc, &targets).await?);
+            keep(&mut out, t5.score(&enc.memory, &targets).await?);
         }
         Ok(out)
     }
@@ -227,6 +227,6 @@ mod graph {
         max_new: usize,
     ) -> Result<Vec<Vec<u32>>, TuneError> {
         let enc = t5.encode(values(prompt), inputs)?;
-        Ok(t5.generate(&enc, max_new).await?)
+        Ok(t5.generate(&enc.memory, max_new).await?)
     }
 }
