@@ -29,15 +29,16 @@ pub fn losses_and_grad_into_teacher(
     let norms: Vec<(f32, f32, f32)> = par::map(weights.len(), |r| {
         let (s, t) = (row(student, r), row(teacher, r));
         let (ls, lt) = (log_sum_exp(&s, inv_t), log_sum_exp(&t, inv_t));
-        let kl: f32 = s
+        // Sums of up to 32k terms in f64: the reference is not the rounding the GPU is held to.
+        let kl: f64 = s
             .iter()
             .zip(&t)
             .map(|(&x, &y)| {
                 let log_q = y * inv_t - lt;
-                log_q.exp() * (log_q - (x * inv_t - ls))
+                (log_q.exp() * (log_q - (x * inv_t - ls))) as f64
             })
             .sum();
-        (ls, lt, weights[r] * temperature * temperature * kl)
+        (ls, lt, weights[r] * temperature * temperature * kl as f32)
     });
     par::rows_mut(teacher, vocab, |r, t| {
         let (ls, lt, _) = norms[r];
@@ -52,7 +53,8 @@ pub fn losses_and_grad_into_teacher(
 /// `log sum exp(x * scale)`.
 fn log_sum_exp(x: &[f32], scale: f32) -> f32 {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
-    max + x.iter().map(|&v| (v * scale - max).exp()).sum::<f32>().ln()
+    let sum: f64 = x.iter().map(|&v| ((v * scale - max).exp()) as f64).sum();
+    max + sum.ln() as f32
 }
 
 #[cfg(test)]
