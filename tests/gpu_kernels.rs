@@ -383,3 +383,113 @@ fn scale_add_matches_reference_on_a_ragged_length() {
         assert!(max_abs_diff(&got, &want) <= 1e-6, "n = {n}");
     }
 }
+
+/// The adapters' f32 product in all four transpose combinations, on ragged shapes inside larger
+/// strided buffers (offsets, row strides), with and without accumulation, against the CPU
+/// backend's `gemm::matmul` on the same views.
+#[test]
+fn f32_gemm_matches_reference_in_every_transpose_on_ragged_strided_operands() {
+    use metaprompt::cpu::gemm::{View, matmul};
+    use metaprompt::kernels::adapter::AdapterKernels;
+    let gpu = gpu();
+    let k = AdapterKernels::new(&gpu);
+    for (m, kk, n) in [(1, 1, 1), (17, 33, 5), (40, 70, 33)] {
+        for (ta, tb, acc) in [
+            (false, false, false),
+            (true, false, true),
+            (false, true, false),
+            (true, true, true),
+        ] {
+            // Stored shapes and strides wider than the operands: columns past them are not read.
+            let (ar, ac) = if ta { (kk, m) } else { (m, kk) };
+            let (br, bc) = if tb { (n, kk) } else { (kk, n) };
+            let (a_stride, b_stride) = (ac + 3, bc + 2);
+            let a = test_values(ar * a_stride, 1);
+            let b = test_values(br * b_stride, 2);
+            let c0 = test_values(m * n, 3);
+            let got = pollster::block_on(k.run_gemm(
+                &gpu,
+                (&a, a_stride, ta),
+                (&b, b_stride, tb),
+                &c0,
+                (m, kk, n),
+                acc,
+            ))
+            .unwrap();
+            let view = |data, stride, (rows, cols), t: bool| {
+                let v = View {
+                    data,
+                    rows,
+                    cols,
+                    rs: stride,
+                    cs: 1,
+                };
+                if t {
+                    View {
+                        rows,
+                        cols,
+                        rs: 1,
+                        cs: stride,
+                        ..v
+                    }
+                } else {
+                    v
+                }
+            };
+            let mut want = c0.clone();
+            matmul(
+                &mut want,
+                n,
+                view(&a, a_stride, (m, kk), ta),
+                view(&b, b_stride, (kk, n), tb),
+                acc,
+                false,
+            );
+            let e = rel_err(&got, &want);
+            assert!(
+                e <= 1e-5,
+                "{m}x{kk}x{n} ta={ta} tb={tb} acc={acc}: rel err {e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn adapter_parts_match_reference() {
+    use metaprompt::cpu::adapter as reference;
+    use metaprompt::kernels::adapter::AdapterKernels;
+    let gpu = gpu();
+    let k = AdapterKernels::new(&gpu);
+    let (rows, cols) = (37, 70);
+    let x = test_values(rows * cols, 1);
+    let z = test_values(rows * cols, 2);
+    let bias = test_values(cols, 3);
+    let run = |entry, x: &[f32], z: &[f32], y: &[f32], extra| {
+        pollster::block_on(k.run_part(&gpu, entry, x, z, y, (rows, cols), extra)).unwrap()
+    };
+    let mut want = z.clone();
+    reference::add_bias(&mut want, &bias);
+    assert!(max_abs_diff(&run("add_bias", &bias, &bias, &z, 0), &want) <= 1e-6);
+    let mut want = vec![0.0; x.len()];
+    reference::relu(&x, &mut want);
+    assert_eq!(run("relu", &x, &x, &vec![0.0; x.len()], 0), want);
+    let mut want = z.clone();
+    reference::relu_backward(&x, &mut want);
+    assert_eq!(run("relu_backward", &x, &x, &z, 0), want);
+    for acc in [false, true] {
+        let mut want = bias.clone();
+        reference::column_sums(&x, &mut want, acc);
+        let got = run("column_sums", &x, &x, &bias, acc as u32);
+        assert!(
+            max_abs_diff(&got, &want) <= 1e-5,
+            "column sums, accumulate {acc}"
+        );
+    }
+    let got = run("dot", &x, &z, &[0.0, 0.0, 0.0], 2);
+    let want = reference::dot(&x, &z);
+    assert!(
+        (got[2] - want).abs() <= 1e-5 * want.abs().max(1.0),
+        "dot {got:?} vs {want}"
+    );
+    assert_eq!(&got[..2], &[0.0, 0.0], "dot wrote outside its slot");
+}

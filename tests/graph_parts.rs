@@ -8,9 +8,12 @@
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use metaprompt::cpu::CpuT5;
-use metaprompt::graph::{Loss, Objective, Ops, Part, Piece, Row, Sampler, T5Graph, Teacher};
+use metaprompt::graph::{
+    Adapters, Loss, Objective, Ops, Part, Piece, Row, Sampler, T5Graph, Teacher,
+};
 use metaprompt::kernels::GpuT5;
 use metaprompt::model::checkpoint::Checkpoint;
+use metaprompt::model::t5::BurnAdapters;
 use metaprompt::model::tiny::random_checkpoint;
 use metaprompt::model::{Batch, T5, T5Config};
 use metaprompt::selfcheck::test_values;
@@ -132,6 +135,7 @@ fn burn_objective_loss(
     t5: &T5,
     prompt: Tensor<2>,
     injected: Option<Tensor<2>>,
+    adapters: Option<&BurnAdapters>,
     batch: &Objective,
 ) -> Tensor<1> {
     let c = &t5.config;
@@ -141,7 +145,8 @@ fn burn_objective_loss(
     let dec = Batch::new(&teacher_forced(c, &targets));
     let t = dec.len;
     let (emb, mask) = burn_embeds(t5, prompt, injected.clone(), &inputs, s);
-    let logits = t5.decode(&dec, t5.encode_embeds(emb, &mask), &mask);
+    let enc = t5.encode_embeds_with(emb, &mask, adapters);
+    let logits = t5.decode_with(&dec, enc, &mask, adapters);
     let (real, idx) = burn_targets(t5, &targets, t);
     let mut tokens = vec![0f32; batch.parts.len()];
     for r in batch.rows {
@@ -196,7 +201,7 @@ fn burn_grads(m: &Models, batch: &Objective) -> (f32, Vec<f32>, Vec<f32>) {
     let p = tensor2(batch.prompt, batch.prompt.len() / d, d, dev).require_grad();
     let inj = (!batch.injected.is_empty())
         .then(|| tensor2(batch.injected, batch.injected.len() / d, d, dev).require_grad());
-    let loss = burn_objective_loss(&m.burn, p.clone(), inj.clone(), batch);
+    let loss = burn_objective_loss(&m.burn, p.clone(), inj.clone(), None, batch);
     let grads = loss.backward();
     let gp = values(p.grad(&grads).unwrap());
     let gi = inj.map_or(vec![], |i| values(i.grad(&grads).unwrap()));
@@ -528,4 +533,116 @@ fn both_backends_sample_the_same_tokens_from_one_seed() {
     let mut s = Sampler::new(0, 1.0, 1.0, 5);
     let hits = (0..10_000).filter(|_| s.pick(&logits, &[]) == 1).count() as f32 / 1e4;
     assert!((hits - want).abs() < 0.02, "p(1) {hits} vs softmax {want}");
+}
+
+/// Adapters with two modules at every site, every tensor non-zero (so that every gradient is),
+/// unequal coefficients.
+fn test_adapters(c: &T5Config) -> Adapters {
+    let mut a = Adapters::new(c, 4, 2, 17);
+    for (s, m) in a.sites.iter_mut().enumerate() {
+        m.coefs = vec![0.3 * (s % 3) as f32 - 0.2, 0.1];
+        for (i, ad) in m.modules.iter_mut().enumerate() {
+            let seed = (s * 2 + i) as u64 * 4;
+            ad.up = test_values(ad.up.len(), seed)
+                .iter()
+                .map(|x| x * 0.3)
+                .collect();
+            ad.down_bias = test_values(ad.down_bias.len(), seed + 1);
+            ad.up_bias = test_values(ad.up_bias.len(), seed + 2)
+                .iter()
+                .map(|x| x * 0.1)
+                .collect();
+        }
+    }
+    a
+}
+
+#[test]
+fn adapters_get_weight_and_coefficient_gradients_as_burn_does() {
+    let m = models();
+    let (c, d) = (&m.c, m.c.d_model);
+    let p = prompt(&m, 2, 5);
+    let rows = rows(&[0; 4], &[1.0; 4]);
+    let batch = Objective::single(&p, &rows);
+    let adapters = test_adapters(c);
+    let r = adapters.bottleneck;
+    // burn: every adapter tensor tracked.
+    let dev = &m.burn.device;
+    let burn_adapters = BurnAdapters {
+        sites: adapters
+            .sites
+            .iter()
+            .map(|mix| {
+                let modules = mix
+                    .modules
+                    .iter()
+                    .map(|a| {
+                        a.tensors(d, r)
+                            .map(|(_, v, [x, y])| tensor2(v, x, y, dev).require_grad())
+                    })
+                    .collect();
+                let coefs = Tensor::<1>::from_floats(mix.coefs.as_slice(), dev).require_grad();
+                (modules, coefs)
+            })
+            .collect(),
+    };
+    let pt = tensor2(&p, 2, d, dev).require_grad();
+    let loss = burn_objective_loss(&m.burn, pt.clone(), None, Some(&burn_adapters), &batch);
+    let grads = loss.backward();
+    let want_loss = loss.into_data().try_to_vec::<f32>().unwrap()[0];
+    let want_prompt = values(pt.grad(&grads).unwrap());
+    for (name, got) in [
+        ("cpu", {
+            m.cpu.set_adapters(Some(&adapters)).unwrap();
+            pollster::block_on(m.cpu.loss_and_grads(&batch)).unwrap()
+        }),
+        ("wgsl", {
+            m.gpu.set_adapters(Some(&adapters)).unwrap();
+            pollster::block_on(m.gpu.loss_and_grads(&batch)).unwrap()
+        }),
+    ] {
+        assert!(
+            (got.loss - want_loss).abs() <= 1e-4 * want_loss,
+            "{name}: loss {} vs {want_loss}",
+            got.loss
+        );
+        close(
+            &format!("{name} prompt gradient with adapters"),
+            &got.prompt,
+            &want_prompt,
+            1e-4,
+        );
+        let ga = got.adapters.expect("adapter gradients");
+        let (mut worst, mut coef_got, mut coef_want) = (0f32, vec![], vec![]);
+        for (s, (gm, (bm, bc))) in ga.sites.iter().zip(&burn_adapters.sites).enumerate() {
+            for (i, (g, b)) in gm.modules.iter().zip(bm).enumerate() {
+                for ((what, gv, _), bt) in g.tensors(d, r).into_iter().zip(b) {
+                    let want = values(bt.grad(&grads).unwrap());
+                    let e = rel_err(gv, &want);
+                    assert!(e <= 1e-4, "{name}: site {s} module {i} {what}: rel err {e}");
+                    worst = worst.max(e);
+                }
+            }
+            coef_got.extend(&gm.coefs);
+            coef_want.extend(
+                bc.grad(&grads)
+                    .unwrap()
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap(),
+            );
+        }
+        eprintln!("{name}: worst adapter tensor rel err {worst:.2e}");
+        close(
+            &format!("{name} coefficient gradients"),
+            &coef_got,
+            &coef_want,
+            1e-4,
+        );
+    }
+    // A shape that is not the model's is refused with its name.
+    let mut bad = adapters.clone();
+    bad.sites[3].modules[1].up.pop();
+    let err = m.cpu.set_adapters(Some(&bad)).unwrap_err().to_string();
+    assert!(err.contains("site 3, module 1: up.weight"), "{err}");
 }

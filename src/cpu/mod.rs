@@ -2,6 +2,7 @@
 //! reference twin of a WGSL kernel, and the whole is the fast native engine that meta-training and
 //! the evaluation tables run on.
 
+pub mod adapter;
 pub mod attention;
 pub mod cross_entropy;
 pub mod distill;

@@ -4,7 +4,7 @@
 
 use super::attention::{self, Dims, HeadRows, Heads, merge_heads};
 use super::gemm::{View, matmul};
-use super::{cross_entropy, distill, gated_gelu, rms_norm, scale_add};
+use super::{adapter, cross_entropy, distill, gated_gelu, rms_norm, scale_add};
 use crate::graph::{Bias, KeyValues, LoadError, Mat, Ops, T5Graph};
 use crate::kernels::KernelError;
 use crate::model::checkpoint::Checkpoint;
@@ -39,6 +39,18 @@ impl CpuWeight {
 type Buf = RefCell<Vec<f32>>;
 
 /// `[len, stride]` rows of a buffer from column `col` on, as the attention op reads them.
+/// `[rows, cols]` as read from a row-major matrix of row stride `stride`, or from its transpose.
+fn strided(data: &[f32], stride: usize, (rows, cols): (usize, usize), trans: bool) -> View<'_> {
+    let (rs, cs) = if trans { (1, stride) } else { (stride, 1) };
+    View {
+        data,
+        rows,
+        cols,
+        rs,
+        cs,
+    }
+}
+
 fn rows(data: &[f32], stride: usize, col: usize) -> HeadRows<'_> {
     HeadRows { data, stride, col }
 }
@@ -271,6 +283,50 @@ impl Ops for CpuOps {
 
     fn scale_add(&self, y: &Buf, a: f32, x: &Buf, b: f32, len: usize) {
         scale_add::forward(&mut y.borrow_mut()[..len], a, &x.borrow()[..len], b);
+    }
+
+    fn gemm(
+        &self,
+        a: Mat<Buf>,
+        ta: bool,
+        b: Mat<Buf>,
+        tb: bool,
+        c: Mat<Buf>,
+        (m, k, n): (usize, usize, usize),
+        accumulate: bool,
+    ) {
+        let (ad, bd) = (a.buf.borrow(), b.buf.borrow());
+        let av = strided(&ad[a.offset..], a.stride, (m, k), ta);
+        let bv = strided(&bd[b.offset..], b.stride, (k, n), tb);
+        matmul(
+            &mut c.buf.borrow_mut()[c.offset..],
+            c.stride,
+            av,
+            bv,
+            accumulate,
+            true,
+        );
+    }
+
+    fn add_bias(&self, y: &Buf, bias: &Buf, rows: usize, cols: usize) {
+        adapter::add_bias(&mut y.borrow_mut()[..rows * cols], &bias.borrow()[..cols]);
+    }
+
+    fn relu(&self, x: &Buf, y: &Buf, len: usize) {
+        adapter::relu(&x.borrow()[..len], &mut y.borrow_mut()[..len]);
+    }
+
+    fn relu_backward(&self, x: &Buf, dy: &Buf, len: usize) {
+        adapter::relu_backward(&x.borrow()[..len], &mut dy.borrow_mut()[..len]);
+    }
+
+    fn column_sums(&self, x: &Buf, out: &Buf, rows: usize, cols: usize, acc: bool) {
+        let x = &x.borrow()[..rows * cols];
+        adapter::column_sums(x, &mut out.borrow_mut()[..cols], acc);
+    }
+
+    fn dot(&self, x: &Buf, z: &Buf, len: usize, out: &Buf, slot: usize) {
+        out.borrow_mut()[slot] = adapter::dot(&x.borrow()[..len], &z.borrow()[..len]);
     }
 
     fn flush(&self) {}

@@ -94,6 +94,8 @@ pub struct Gradients {
     pub prompt: Vec<f32>,
     /// `[n, d]`, the injected vectors'.
     pub injected: Vec<f32>,
+    /// The adapters', where the model has adapters ([`T5Graph::set_adapters`]).
+    pub adapters: Option<super::Adapters>,
 }
 
 impl<O: Ops> T5Graph<O> {
@@ -205,7 +207,9 @@ impl<O: Ops> T5Graph<O> {
             };
         }
         let l = e.prompt_len;
+        let adapters = self.adapter_gradients().await?;
         Ok(Gradients {
+            adapters,
             loss,
             parts,
             prompt: prompt_grad(&dh, b, s, l, d),

@@ -222,6 +222,29 @@ pub trait Ops {
     );
     /// `y[..len] = a * y + b * x`; `x` is another buffer than `y`.
     fn scale_add(&self, y: &Self::Buf, a: f32, x: &Self::Buf, b: f32, len: usize);
+    /// `c (+)= op(a) op(b)` on f32 matrices (trainable modules: forward, input and weight
+    /// gradients): `op(a)` is `[m, k]` (`a` read transposed when `ta`), `op(b)` `[k, n]`.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        a: Mat<Self::Buf>,
+        ta: bool,
+        b: Mat<Self::Buf>,
+        tb: bool,
+        c: Mat<Self::Buf>,
+        mkn: (usize, usize, usize),
+        accumulate: bool,
+    );
+    /// `y[r, c] += bias[c]` over `rows` rows of `cols`.
+    fn add_bias(&self, y: &Self::Buf, bias: &Self::Buf, rows: usize, cols: usize);
+    /// `y[..len] = max(x, 0)`.
+    fn relu(&self, x: &Self::Buf, y: &Self::Buf, len: usize);
+    /// `dy[..len] *= (x > 0)`, `x` being ReLU's input.
+    fn relu_backward(&self, x: &Self::Buf, dy: &Self::Buf, len: usize);
+    /// `out[c] (+)= sum_r x[r, c]` (bias gradients).
+    fn column_sums(&self, x: &Self::Buf, out: &Self::Buf, rows: usize, cols: usize, acc: bool);
+    /// `out[slot] = x[..len] . z[..len]`.
+    fn dot(&self, x: &Self::Buf, z: &Self::Buf, len: usize, out: &Self::Buf, slot: usize);
     /// Starts what has been recorded so far (a GPU runs one layer while the next is recorded).
     fn flush(&self);
     /// The first `len` floats of `buf`, once everything recorded before has run.

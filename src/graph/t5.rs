@@ -4,6 +4,7 @@
 //! states, [`T5Graph::encoder_backward`] takes the states' gradient to the encoder's input
 //! embeddings, whose prompt rows are the soft prompt's gradient.
 
+use super::adapters::{AdapterTape, Adapters, DeviceAdapters, Sublayer};
 use super::host::{
     Decoding, Piece, argmax, embed_inputs, embed_pieces, padded_targets, position_bias,
     sequence_scores, teacher_inputs,
@@ -15,6 +16,7 @@ use crate::kernels::{KernelError, check_len};
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::T5Config;
 use crate::model::names::{Block, LM_HEAD, SHARED, Stack, weight};
+use std::cell::RefCell;
 
 /// Query, key and value projections side by side (`[d, 3 * inner]`: one product instead of
 /// three) and the output projection `[inner, d]`.
@@ -69,6 +71,8 @@ pub struct T5Graph<O: Ops> {
     dec_norm: O::Buf,
     /// `[d, vocab]`
     lm_head: O::Weight,
+    /// Trainable modules inside the layers ([`T5Graph::set_adapters`]); none by default.
+    adapters: RefCell<Option<DeviceAdapters<O>>>,
 }
 
 /// What a residual attention sub-layer keeps for backward.
@@ -79,6 +83,7 @@ struct AttentionTape<O: Ops> {
     q: O::Buf,
     probs: O::Buf,
     dims: Dims,
+    adapter: Option<AdapterTape<O>>,
 }
 
 struct FeedForwardTape<O: Ops> {
@@ -86,6 +91,7 @@ struct FeedForwardTape<O: Ops> {
     x: O::Buf,
     /// `[rows, 2 * ff]` pre-activation.
     gu: O::Buf,
+    adapter: Option<AdapterTape<O>>,
 }
 
 /// What the decoder reads of an encoding: the states, their key mask and every decoder layer's
@@ -195,6 +201,7 @@ impl<O: Ops> T5Graph<O> {
             dec_norm,
             lm_head,
             ops,
+            adapters: RefCell::new(None),
         })
     }
 
@@ -247,9 +254,12 @@ impl<O: Ops> T5Graph<O> {
             causal: false,
         };
         let mut layers = Vec::with_capacity(self.encoder.len());
-        for layer in &self.encoder {
-            let (h, sa) = self.self_attention(x, &layer.ln_attn, &layer.attn, b, s, bias);
-            let (h, ff) = self.feed_forward(h, &layer.ln_ff, &layer.ff, b * s);
+        for (i, layer) in self.encoder.iter().enumerate() {
+            let site = |sub| Adapters::site(c, false, i, sub);
+            let sa_site = site(Sublayer::SelfAttention);
+            let (h, sa) = self.self_attention(x, &layer.ln_attn, &layer.attn, b, s, bias, sa_site);
+            let ff_site = site(Sublayer::FeedForward);
+            let (h, ff) = self.feed_forward(h, &layer.ln_ff, &layer.ff, b * s, ff_site);
             layers.push((sa, ff));
             x = h;
             o.flush();
@@ -386,6 +396,7 @@ impl<O: Ops> T5Graph<O> {
     }
 
     /// Residual self-attention sub-layer: returns `x + attn(norm(x))` and its tape.
+    #[allow(clippy::too_many_arguments)]
     fn self_attention(
         &self,
         x: O::Buf,
@@ -394,6 +405,7 @@ impl<O: Ops> T5Graph<O> {
         b: usize,
         s: usize,
         bias: Bias<O::Buf>,
+        site: usize,
     ) -> (O::Buf, AttentionTape<O>) {
         let (o, d, inner) = (&self.ops, self.config.d_model, self.config.inner_dim());
         let n = o.zeros("normed", b * s * d);
@@ -418,20 +430,13 @@ impl<O: Ops> T5Graph<O> {
         };
         let q = Mat::new(&qkv, 3 * inner);
         o.attention(dims, q, kv, bias, &probs, Mat::new(&ctx, inner));
-        let h = o.copy(&x, b * s * d);
-        o.matmul(
-            Mat::new(&ctx, inner),
-            b * s,
-            &w.wo,
-            false,
-            Mat::new(&h, d),
-            true,
-        );
+        let (h, adapter) = self.project_out(&x, Mat::new(&ctx, inner), b * s, &w.wo, site);
         let tape = AttentionTape {
             x,
             q: qkv,
             probs,
             dims,
+            adapter,
         };
         (h, tape)
     }
@@ -481,7 +486,13 @@ impl<O: Ops> T5Graph<O> {
             Mat::new(&h, d),
             true,
         );
-        let tape = AttentionTape { x, q, probs, dims };
+        let tape = AttentionTape {
+            x,
+            q,
+            probs,
+            dims,
+            adapter: None,
+        };
         (h, tape)
     }
 
@@ -492,6 +503,7 @@ impl<O: Ops> T5Graph<O> {
         ln: &O::Buf,
         w: &FeedForward<O>,
         rows: usize,
+        site: usize,
     ) -> (O::Buf, FeedForwardTape<O>) {
         let (o, d, ff) = (&self.ops, self.config.d_model, self.config.d_ff);
         let n = o.zeros("normed", rows * d);
@@ -507,16 +519,89 @@ impl<O: Ops> T5Graph<O> {
         );
         let act = o.zeros("activation", rows * ff);
         o.gated_gelu(&gu, &act, rows, ff);
-        let h = o.copy(&x, rows * d);
-        o.matmul(
-            Mat::new(&act, ff),
+        let (h, adapter) = self.project_out(&x, Mat::new(&act, ff), rows, &w.wo, site);
+        let tape = FeedForwardTape {
             rows,
-            &w.wo,
-            false,
-            Mat::new(&h, d),
-            true,
-        );
-        (h, FeedForwardTape { rows, x, gu })
+            x,
+            gu,
+            adapter,
+        };
+        (h, tape)
+    }
+
+    /// `x + a W` (a sub-layer's output projection into the residual stream), plus the adapters
+    /// at `site` applied to `a W` where there are any.
+    fn project_out(
+        &self,
+        x: &O::Buf,
+        a: Mat<O::Buf>,
+        rows: usize,
+        w: &O::Weight,
+        site: usize,
+    ) -> (O::Buf, Option<AdapterTape<O>>) {
+        let (o, d) = (&self.ops, self.config.d_model);
+        let h = o.copy(x, rows * d);
+        let adapters = self.adapters.borrow();
+        match adapters.as_ref().filter(|ad| ad.has(site)) {
+            Some(ad) => {
+                let f = o.zeros("sub-layer output", rows * d);
+                o.matmul(a, rows, w, false, Mat::new(&f, d), false);
+                o.scale_add(&h, 1.0, &f, 1.0, rows * d);
+                let tape = ad.forward(o, site, f, &h, rows);
+                (h, Some(tape))
+            }
+            None => {
+                o.matmul(a, rows, w, false, Mat::new(&h, d), true);
+                (h, None)
+            }
+        }
+    }
+
+    /// The adapters' backward at a sub-layer (their gradients into their buffers) and the
+    /// gradient at the sub-layer's output projection: `None` where there are no adapters (then
+    /// it is `dh`).
+    fn adapter_backward(
+        &self,
+        tape: &Option<AdapterTape<O>>,
+        dh: &O::Buf,
+        rows: usize,
+    ) -> Option<O::Buf> {
+        let adapters = self.adapters.borrow();
+        let (ad, t) = (adapters.as_ref()?, tape.as_ref()?);
+        ad.backward(&self.ops, t, dh, rows)
+    }
+
+    /// Trainable adapters inside every layer from now on (`None` removes them): encoding,
+    /// decoding, scoring and generation run with them, and [`Self::loss_and_grads`] returns
+    /// their gradients.
+    pub fn set_adapters(&self, adapters: Option<&Adapters>) -> Result<(), KernelError> {
+        let device = match adapters {
+            Some(a) => {
+                a.check(&self.config).map_err(|why| KernelError::Shape {
+                    tensor: "adapters",
+                    expected: Adapters::site_count(&self.config),
+                    got: a.sites.len(),
+                    why,
+                })?;
+                Some(DeviceAdapters::upload(&self.ops, a)?)
+            }
+            None => None,
+        };
+        *self.adapters.borrow_mut() = device;
+        Ok(())
+    }
+
+    /// The adapters' gradients from the last backward pass, if adapters are set.
+    pub async fn adapter_gradients(&self) -> Result<Option<Adapters>, KernelError> {
+        let copies = self
+            .adapters
+            .borrow()
+            .as_ref()
+            .map(|ad| ad.gradient_copies(&self.ops));
+        match copies {
+            Some(c) => Ok(Some(c.read(&self.ops).await?)),
+            None => Ok(None),
+        }
     }
 
     /// Decoder over `dec_inputs` (each starting with the start token; shorter ones padded):
@@ -552,11 +637,22 @@ impl<O: Ops> T5Graph<O> {
             causal: false,
         };
         let mut layers = Vec::with_capacity(self.decoder.len());
-        for (layer, kv) in self.decoder.iter().zip(&m.cross) {
-            let (h, sa) = self.self_attention(x, &layer.ln_self, &layer.self_attn, b, t, self_bias);
+        for (i, (layer, kv)) in self.decoder.iter().zip(&m.cross).enumerate() {
+            let site = |sub| Adapters::site(c, true, i, sub);
+            let sa_site = site(Sublayer::SelfAttention);
+            let (h, sa) = self.self_attention(
+                x,
+                &layer.ln_self,
+                &layer.self_attn,
+                b,
+                t,
+                self_bias,
+                sa_site,
+            );
             let (h, ca) =
                 self.cross_attention(h, &layer.ln_cross, &layer.cross, kv, (b, t, s), cross_bias);
-            let (h, ff) = self.feed_forward(h, &layer.ln_ff, &layer.ff, b * t);
+            let ff_site = site(Sublayer::FeedForward);
+            let (h, ff) = self.feed_forward(h, &layer.ln_ff, &layer.ff, b * t, ff_site);
             layers.push((sa, ca, ff));
             x = h;
             o.flush();
@@ -717,6 +813,9 @@ impl<O: Ops> T5Graph<O> {
             // depends on the prompt.
             if i > 0 {
                 self.self_attention_backward(sa, &layer.ln_self, &layer.self_attn, &dh);
+            } else {
+                // Its adapters still learn.
+                self.adapter_backward(&sa.adapter, &dh, b * t);
             }
             o.flush();
         }
@@ -747,9 +846,10 @@ impl<O: Ops> T5Graph<O> {
     ) {
         let (o, d, ff) = (&self.ops, self.config.d_model, self.config.d_ff);
         let rows = tape.rows;
+        let df = self.adapter_backward(&tape.adapter, dh, rows);
         let dact = o.zeros("d activation", rows * ff);
         o.matmul(
-            Mat::new(dh, d),
+            Mat::new(df.as_ref().unwrap_or(dh), d),
             rows,
             &w.wo,
             true,
@@ -780,9 +880,10 @@ impl<O: Ops> T5Graph<O> {
         let (o, d, inner) = (&self.ops, self.config.d_model, self.config.inner_dim());
         let dims = tape.dims;
         let rows = dims.batch * dims.q_len;
+        let df = self.adapter_backward(&tape.adapter, dh, rows);
         let dctx = o.zeros("d context", rows * inner);
         o.matmul(
-            Mat::new(dh, d),
+            Mat::new(df.as_ref().unwrap_or(dh), d),
             rows,
             &w.wo,
             true,

@@ -3,6 +3,7 @@
 //! Kernels run on burn's wgpu device and queue (see [`crate::gpu`]), so they can later share
 //! buffers with burn tensors.
 
+pub mod adapter;
 pub mod attention;
 pub mod cross_entropy;
 pub mod distill;

@@ -2,6 +2,7 @@
 //! ops are recorded into a command encoder that is submitted layer by layer ([`Ops::flush`]) and
 //! read back only where the graph needs a result (the loss, the prompt's gradient, logits).
 
+use super::adapter::{AdapterKernels, Operand};
 use super::attention::AttentionKernel;
 use super::cross_entropy::CrossEntropy;
 use super::distill::Distill;
@@ -36,6 +37,7 @@ struct Kernels {
     ce: CrossEntropy,
     distill: Distill,
     scale_add: ScaleAdd,
+    adapter: AdapterKernels,
 }
 
 pub struct GpuOps {
@@ -63,6 +65,7 @@ impl GpuOps {
                 ce: CrossEntropy::new(gpu),
                 distill: Distill::new(gpu),
                 scale_add: ScaleAdd::new(gpu),
+                adapter: AdapterKernels::new(gpu),
             },
             block,
             enc: RefCell::new(Self::encoder(gpu)),
@@ -70,6 +73,19 @@ impl GpuOps {
             weight_elements: Cell::new(0),
             step_bytes: AtomicU64::new(0),
         }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn part(
+        &self,
+        entry: &'static str,
+        x: &wgpu::Buffer,
+        z: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        shape: (usize, usize),
+        extra: u32,
+    ) {
+        self.record(|gpu, enc| self.k.adapter.part(gpu, enc, entry, x, z, y, shape, extra));
     }
 
     fn encoder(gpu: &Gpu) -> wgpu::CommandEncoder {
@@ -306,6 +322,47 @@ impl Ops for GpuOps {
 
     fn scale_add(&self, y: &wgpu::Buffer, a: f32, x: &wgpu::Buffer, b: f32, len: usize) {
         self.record(|gpu, enc| self.k.scale_add.record(gpu, enc, y, a, x, b, len));
+    }
+
+    fn gemm(
+        &self,
+        a: Mat,
+        ta: bool,
+        b: Mat,
+        tb: bool,
+        c: Mat,
+        mkn: (usize, usize, usize),
+        accumulate: bool,
+    ) {
+        let (a, b) = (Operand { mat: a, trans: ta }, Operand { mat: b, trans: tb });
+        self.record(|gpu, enc| self.k.adapter.gemm(gpu, enc, a, b, c, mkn, accumulate));
+    }
+
+    fn add_bias(&self, y: &wgpu::Buffer, bias: &wgpu::Buffer, rows: usize, cols: usize) {
+        self.part("add_bias", bias, bias, y, (rows, cols), 0);
+    }
+
+    fn relu(&self, x: &wgpu::Buffer, y: &wgpu::Buffer, len: usize) {
+        self.part("relu", x, x, y, (1, len), 0);
+    }
+
+    fn relu_backward(&self, x: &wgpu::Buffer, dy: &wgpu::Buffer, len: usize) {
+        self.part("relu_backward", x, x, dy, (1, len), 0);
+    }
+
+    fn column_sums(
+        &self,
+        x: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        rows: usize,
+        cols: usize,
+        acc: bool,
+    ) {
+        self.part("column_sums", x, x, out, (rows, cols), acc as u32);
+    }
+
+    fn dot(&self, x: &wgpu::Buffer, z: &wgpu::Buffer, len: usize, out: &wgpu::Buffer, slot: usize) {
+        self.part("dot", x, z, out, (1, len), slot as u32);
     }
 
     /// Submits what has been recorded and starts a fresh encoder, so the GPU runs one layer while

@@ -251,16 +251,34 @@ impl T5 {
     /// Encoder over input embeddings (so a soft prompt can be prepended): `embeds` is
     /// `[batch, len, d_model]`, `mask` is `[batch, len]` of 1/0. Returns hidden states.
     pub fn encode_embeds(&self, embeds: Tensor<3>, mask: &[f32]) -> Tensor<3> {
+        self.encode_embeds_with(embeds, mask, None)
+    }
+
+    /// [`Self::encode_embeds`] with adapters at the graph's sites (the oracle of
+    /// `crate::graph::adapters`).
+    pub fn encode_embeds_with(
+        &self,
+        embeds: Tensor<3>,
+        mask: &[f32],
+        adapters: Option<&BurnAdapters>,
+    ) -> Tensor<3> {
         let [b, s, _] = embeds.dims();
         let pad_bias = self.padding_bias(mask, b, s);
         let position = self.position_bias(&self.encoder[0].attn, s, s, true);
         let bias = position + pad_bias.clone();
+        let adapt = |site: usize, f: Tensor<3>| match adapters {
+            Some(a) => a.apply(site, f),
+            None => f,
+        };
         let mut h = embeds;
-        for block in &self.encoder {
+        for (i, block) in self.encoder.iter().enumerate() {
             let x = rms_norm(h.clone(), &block.ln_attn, self.config.layer_norm_epsilon);
-            h = h + self.attention(&block.attn, x.clone(), x, bias.clone());
+            h = h + adapt(
+                2 * i,
+                self.attention(&block.attn, x.clone(), x, bias.clone()),
+            );
             let x = rms_norm(h.clone(), &block.ln_ff, self.config.layer_norm_epsilon);
-            h = h + feed_forward(&block.ff, x);
+            h = h + adapt(2 * i + 1, feed_forward(&block.ff, x));
         }
         rms_norm(h, &self.encoder_norm, self.config.layer_norm_epsilon)
     }
@@ -272,20 +290,37 @@ impl T5 {
     /// Decoder logits `[batch, t, vocab]` for decoder inputs `dec` (already shifted right, starting
     /// with the decoder start token) attending to `enc` under the encoder `enc_mask`.
     pub fn decode(&self, dec: &Batch, enc: Tensor<3>, enc_mask: &[f32]) -> Tensor<3> {
+        self.decode_with(dec, enc, enc_mask, None)
+    }
+
+    /// [`Self::decode`] with adapters at the graph's sites.
+    pub fn decode_with(
+        &self,
+        dec: &Batch,
+        enc: Tensor<3>,
+        enc_mask: &[f32],
+        adapters: Option<&BurnAdapters>,
+    ) -> Tensor<3> {
         let [b, s, _] = enc.dims();
         let t = dec.len;
         let eps = self.config.layer_norm_epsilon;
         let self_bias =
             self.position_bias(&self.decoder[0].self_attn, t, t, false) + self.causal_bias(t);
         let cross_bias = self.padding_bias(enc_mask, b, s);
+        let base = 2 * self.encoder.len();
+        let adapt = |site: usize, f: Tensor<3>| match adapters {
+            Some(a) => a.apply(base + site, f),
+            None => f,
+        };
         let mut h = self.embed(dec);
-        for block in &self.decoder {
+        for (i, block) in self.decoder.iter().enumerate() {
             let x = rms_norm(h.clone(), &block.ln_self, eps);
-            h = h + self.attention(&block.self_attn, x.clone(), x, self_bias.clone());
+            let f = self.attention(&block.self_attn, x.clone(), x, self_bias.clone());
+            h = h + adapt(2 * i, f);
             let x = rms_norm(h.clone(), &block.ln_cross, eps);
             h = h + self.attention(&block.cross_attn, x, enc.clone(), cross_bias.clone());
             let x = rms_norm(h.clone(), &block.ln_ff, eps);
-            h = h + feed_forward(&block.ff, x);
+            h = h + adapt(2 * i + 1, feed_forward(&block.ff, x));
         }
         let h = rms_norm(h, &self.decoder_norm, eps);
         linear(h, &self.lm_head)
@@ -408,6 +443,30 @@ impl T5 {
         let picked = logp.gather(2, idx).reshape([b, t]);
         let mask = Tensor::<2>::from_data(TensorData::new(tgt.mask(), [b, t]), &self.device);
         (picked * mask).sum_dim(1).reshape([b])
+    }
+}
+
+/// Adapters as burn tensors, per site (the graph's order): each module's `[down [d, r],
+/// down_bias [1, r], up [r, d], up_bias [1, d]]` and the mixing coefficients `[modules]`.
+pub struct BurnAdapters {
+    pub sites: Vec<(Vec<[Tensor<2>; 4]>, Tensor<1>)>,
+}
+
+impl BurnAdapters {
+    /// `f + sum_i softmax(coefs)_i (relu(f down_i + b_down_i) up_i + b_up_i)`.
+    fn apply(&self, site: usize, f: Tensor<3>) -> Tensor<3> {
+        let Some((modules, coefs)) = self.sites.get(site).filter(|m| !m.0.is_empty()) else {
+            return f;
+        };
+        let pi = burn::tensor::activation::softmax(coefs.clone(), 0);
+        let mut out = f.clone();
+        for (i, [down, down_bias, up, up_bias]) in modules.iter().enumerate() {
+            let z = linear(f.clone(), down) + down_bias.clone().unsqueeze::<3>();
+            let a =
+                linear(burn::tensor::activation::relu(z), up) + up_bias.clone().unsqueeze::<3>();
+            out = out + a * pi.clone().narrow(0, i, 1).reshape([1, 1, 1]);
+        }
+        out
     }
 }
 

@@ -1,0 +1,459 @@
+//! Bottleneck adapters (Houlsby et al. 2019, as ACM and DMEA place them): small trainable
+//! modules added to a sub-layer's output, `f + sum_i pi_i * A_i(f)` with
+//! `A_i(f) = up_i(relu(down_i f + b_down_i)) + b_up_i` and `pi = softmax(coefs)` over the modules
+//! at that site. The sites: every encoder layer's self-attention and feed-forward, every
+//! decoder layer's self-attention and feed-forward (**ours**: no adapter after cross-attention;
+//! ACM's GPT-2 has none to copy). ReLU as the non-linearity (**ours**).
+
+use crate::model::config::T5Config;
+use crate::tasks::sampling::SplitMix64;
+
+/// One module's parameters (or their gradients): `down` `[d, r]`, `up` `[r, d]`, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Adapter {
+    pub down: Vec<f32>,
+    pub down_bias: Vec<f32>,
+    pub up: Vec<f32>,
+    pub up_bias: Vec<f32>,
+}
+
+impl Adapter {
+    pub fn zeros(d: usize, r: usize) -> Self {
+        Self {
+            down: vec![0.0; d * r],
+            down_bias: vec![0.0; r],
+            up: vec![0.0; r * d],
+            up_bias: vec![0.0; d],
+        }
+    }
+
+    /// Near the identity, as Houlsby initialises: `down` uniform in +-1/sqrt(d), `up` zero, so the
+    /// module adds nothing until trained.
+    pub fn new(d: usize, r: usize, rng: &mut SplitMix64) -> Self {
+        let bound = 1.0 / (d as f32).sqrt();
+        let down = (0..d * r)
+            .map(|_| (2.0 * rng.unit_f32() - 1.0) * bound)
+            .collect();
+        Self {
+            down,
+            ..Self::zeros(d, r)
+        }
+    }
+
+    /// The four tensors in order, with their names (PEFT-style file layout) and shapes.
+    pub fn tensors(&self, d: usize, r: usize) -> [(&'static str, &[f32], [usize; 2]); 4] {
+        [
+            ("down.weight", &self.down, [d, r]),
+            ("down.bias", &self.down_bias, [1, r]),
+            ("up.weight", &self.up, [r, d]),
+            ("up.bias", &self.up_bias, [1, d]),
+        ]
+    }
+
+    pub fn parameters(&self) -> usize {
+        self.down.len() + self.down_bias.len() + self.up.len() + self.up_bias.len()
+    }
+}
+
+/// The modules at one site and their mixing coefficients (softmax over modules).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mixture {
+    pub modules: Vec<Adapter>,
+    pub coefs: Vec<f32>,
+}
+
+impl Mixture {
+    /// `softmax(coefs)`.
+    pub fn weights(&self) -> Vec<f32> {
+        let max = self.coefs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let e: Vec<f32> = self.coefs.iter().map(|c| (c - max).exp()).collect();
+        let sum: f32 = e.iter().sum();
+        e.iter().map(|x| x / sum).collect()
+    }
+}
+
+/// Adapters at every site of the model (or, with the same shape, their gradients).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Adapters {
+    pub d: usize,
+    /// The bottleneck width r.
+    pub bottleneck: usize,
+    pub sites: Vec<Mixture>,
+}
+
+/// Where a site sits in its layer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Sublayer {
+    SelfAttention,
+    FeedForward,
+}
+
+impl Adapters {
+    /// Sites in order: encoder layers (self-attention, feed-forward), then decoder layers.
+    pub fn site_count(c: &T5Config) -> usize {
+        2 * (c.num_layers + c.num_decoder_layers)
+    }
+
+    /// The index of a site.
+    pub fn site(c: &T5Config, decoder: bool, layer: usize, sub: Sublayer) -> usize {
+        let base = if decoder { 2 * c.num_layers } else { 0 };
+        base + 2 * layer + (sub == Sublayer::FeedForward) as usize
+    }
+
+    /// `modules` freshly initialised modules at every site, equal coefficients.
+    pub fn new(c: &T5Config, bottleneck: usize, modules: usize, seed: u64) -> Self {
+        let mut rng = SplitMix64::new(seed);
+        let d = c.d_model;
+        let sites = (0..Self::site_count(c))
+            .map(|_| Mixture {
+                modules: (0..modules)
+                    .map(|_| Adapter::new(d, bottleneck, &mut rng))
+                    .collect(),
+                coefs: vec![0.0; modules],
+            })
+            .collect();
+        Self {
+            d,
+            bottleneck,
+            sites,
+        }
+    }
+
+    /// The same shape, every value zero (a gradient accumulator).
+    pub fn zeros_like(&self) -> Self {
+        let sites = self
+            .sites
+            .iter()
+            .map(|m| Mixture {
+                modules: vec![Adapter::zeros(self.d, self.bottleneck); m.modules.len()],
+                coefs: vec![0.0; m.coefs.len()],
+            })
+            .collect();
+        Self { sites, ..*self }
+    }
+
+    pub fn parameters(&self) -> usize {
+        self.sites
+            .iter()
+            .map(|m| m.coefs.len() + m.modules.iter().map(Adapter::parameters).sum::<usize>())
+            .sum()
+    }
+
+    /// Every tensor's shape checked against the model: the first mismatch, named.
+    pub fn check(&self, c: &T5Config) -> Result<(), String> {
+        let (d, r) = (c.d_model, self.bottleneck);
+        if self.d != d {
+            return Err(format!(
+                "adapters are for width {}, the model's is {d}",
+                self.d
+            ));
+        }
+        if self.sites.len() != Self::site_count(c) {
+            return Err(format!(
+                "{} adapter sites, the model has {}",
+                self.sites.len(),
+                Self::site_count(c)
+            ));
+        }
+        for (s, m) in self.sites.iter().enumerate() {
+            if m.coefs.len() != m.modules.len() {
+                return Err(format!(
+                    "site {s}: {} coefficients for {} modules",
+                    m.coefs.len(),
+                    m.modules.len()
+                ));
+            }
+            for (i, a) in m.modules.iter().enumerate() {
+                for (name, v, shape) in a.tensors(d, r) {
+                    if v.len() != shape[0] * shape[1] {
+                        return Err(format!(
+                            "site {s}, module {i}: {name} has {} values, expected {shape:?}",
+                            v.len()
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+use super::ops::{Mat, Ops};
+use crate::kernels::KernelError;
+
+/// One module on the device, with its gradient buffers.
+struct DeviceAdapter<O: Ops> {
+    params: [O::Buf; 4],
+    grads: [O::Buf; 4],
+}
+
+struct DeviceMixture<O: Ops> {
+    modules: Vec<DeviceAdapter<O>>,
+    /// softmax(coefs), on the host: each module's output is scaled by its weight.
+    weights: Vec<f32>,
+    /// `[modules]`: d loss / d weight.
+    weight_grads: O::Buf,
+}
+
+/// The adapters of [`Adapters`] on a backend.
+pub struct DeviceAdapters<O: Ops> {
+    d: usize,
+    r: usize,
+    sites: Vec<DeviceMixture<O>>,
+}
+
+/// What backward needs of one site: the sub-layer output `f` and, per module, the bottleneck's
+/// pre-activation `z`, activation `a` and output `out`.
+pub struct AdapterTape<O: Ops> {
+    site: usize,
+    f: O::Buf,
+    modules: Vec<[O::Buf; 3]>,
+}
+
+impl<O: Ops> DeviceAdapters<O> {
+    pub fn upload(ops: &O, a: &Adapters) -> Result<Self, KernelError> {
+        let (d, r) = (a.d, a.bottleneck);
+        let sites = a
+            .sites
+            .iter()
+            .map(|m| {
+                let modules = m
+                    .modules
+                    .iter()
+                    .map(|ad| {
+                        let t = ad.tensors(d, r);
+                        let up = |i: usize| ops.upload("adapter", t[i].1);
+                        let zero = |i: usize| ops.zeros("adapter grad", t[i].1.len());
+                        Ok(DeviceAdapter {
+                            params: [up(0)?, up(1)?, up(2)?, up(3)?],
+                            grads: [zero(0), zero(1), zero(2), zero(3)],
+                        })
+                    })
+                    .collect::<Result<_, KernelError>>()?;
+                Ok(DeviceMixture {
+                    modules,
+                    weights: m.weights(),
+                    weight_grads: ops.zeros("mixture grads", m.modules.len().max(1)),
+                })
+            })
+            .collect::<Result<_, KernelError>>()?;
+        Ok(Self { d, r, sites })
+    }
+
+    fn active(&self, site: usize) -> Option<&DeviceMixture<O>> {
+        self.sites.get(site).filter(|m| !m.modules.is_empty())
+    }
+
+    /// Whether `site` has any module.
+    pub fn has(&self, site: usize) -> bool {
+        self.active(site).is_some()
+    }
+
+    /// `h += sum_i pi_i A_i(f)` for the sub-layer output `f` (`[rows, d]`) at `site`.
+    pub fn forward(
+        &self,
+        o: &O,
+        site: usize,
+        f: O::Buf,
+        h: &O::Buf,
+        rows: usize,
+    ) -> AdapterTape<O> {
+        let (d, r) = (self.d, self.r);
+        let Some(m) = self.active(site) else {
+            return AdapterTape {
+                site,
+                f,
+                modules: vec![],
+            };
+        };
+        let modules = m
+            .modules
+            .iter()
+            .zip(&m.weights)
+            .map(|(ad, &pi)| {
+                let [down, down_bias, up, up_bias] = &ad.params;
+                let z = o.zeros("adapter z", rows * r);
+                o.gemm(
+                    Mat::new(&f, d),
+                    false,
+                    Mat::new(down, r),
+                    false,
+                    Mat::new(&z, r),
+                    (rows, d, r),
+                    false,
+                );
+                o.add_bias(&z, down_bias, rows, r);
+                let a = o.zeros("adapter activation", rows * r);
+                o.relu(&z, &a, rows * r);
+                let out = o.zeros("adapter out", rows * d);
+                o.gemm(
+                    Mat::new(&a, r),
+                    false,
+                    Mat::new(up, d),
+                    false,
+                    Mat::new(&out, d),
+                    (rows, r, d),
+                    false,
+                );
+                o.add_bias(&out, up_bias, rows, d);
+                o.scale_add(h, 1.0, &out, pi, rows * d);
+                [z, a, out]
+            })
+            .collect();
+        AdapterTape { site, f, modules }
+    }
+
+    /// From `dh` (the gradient of `h` after the sub-layer), the modules' and mixture weights'
+    /// gradients into their buffers, and the gradient of the sub-layer output `f`: `None` where
+    /// the site has no adapters (then it is `dh` itself).
+    pub fn backward(
+        &self,
+        o: &O,
+        tape: &AdapterTape<O>,
+        dh: &O::Buf,
+        rows: usize,
+    ) -> Option<O::Buf> {
+        let (d, r) = (self.d, self.r);
+        let m = self.active(tape.site)?;
+        let df = o.copy(dh, rows * d);
+        for (i, ((ad, &pi), [z, a, out])) in m
+            .modules
+            .iter()
+            .zip(&m.weights)
+            .zip(&tape.modules)
+            .enumerate()
+        {
+            let [down, _, up, _] = &ad.params;
+            let [g_down, g_down_bias, g_up, g_up_bias] = &ad.grads;
+            o.dot(dh, out, rows * d, &m.weight_grads, i);
+            let d_out = o.zeros("d adapter out", rows * d);
+            o.scale_add(&d_out, 0.0, dh, pi, rows * d);
+            o.gemm(
+                Mat::new(a, r),
+                true,
+                Mat::new(&d_out, d),
+                false,
+                Mat::new(g_up, d),
+                (r, rows, d),
+                false,
+            );
+            o.column_sums(&d_out, g_up_bias, rows, d, false);
+            let dz = o.zeros("d adapter z", rows * r);
+            o.gemm(
+                Mat::new(&d_out, d),
+                false,
+                Mat::new(up, d),
+                true,
+                Mat::new(&dz, r),
+                (rows, d, r),
+                false,
+            );
+            o.relu_backward(z, &dz, rows * r);
+            o.gemm(
+                Mat::new(&tape.f, d),
+                true,
+                Mat::new(&dz, r),
+                false,
+                Mat::new(g_down, r),
+                (d, rows, r),
+                false,
+            );
+            o.column_sums(&dz, g_down_bias, rows, r, false);
+            o.gemm(
+                Mat::new(&dz, r),
+                false,
+                Mat::new(down, r),
+                true,
+                Mat::new(&df, d),
+                (rows, r, d),
+                true,
+            );
+        }
+        Some(df)
+    }
+
+    /// Copies of the gradients of the last backward, to read with [`GradientCopies::read`]
+    /// (so no borrow of the model is held while they come back).
+    pub fn gradient_copies(&self, o: &O) -> GradientCopies<O> {
+        let sizes = [self.d * self.r, self.r, self.r * self.d, self.d];
+        let sites = self
+            .sites
+            .iter()
+            .map(|m| {
+                let modules = m
+                    .modules
+                    .iter()
+                    .map(|ad| {
+                        ad.grads
+                            .iter()
+                            .zip(sizes)
+                            .map(|(g, n)| o.copy(g, n))
+                            .collect()
+                    })
+                    .collect();
+                let n = m.modules.len();
+                (
+                    modules,
+                    (n > 0).then(|| o.copy(&m.weight_grads, n)),
+                    m.weights.clone(),
+                )
+            })
+            .collect();
+        GradientCopies {
+            d: self.d,
+            r: self.r,
+            sites,
+        }
+    }
+}
+
+/// The adapters' gradient buffers, copied out of the model.
+pub struct GradientCopies<O: Ops> {
+    d: usize,
+    r: usize,
+    /// Per site: each module's four tensors, the mixture weights' gradient, the weights.
+    #[allow(clippy::type_complexity)]
+    sites: Vec<(Vec<Vec<O::Buf>>, Option<O::Buf>, Vec<f32>)>,
+}
+
+impl<O: Ops> GradientCopies<O> {
+    /// In the shape of [`Adapters`]; the coefficients' gradients through the softmax.
+    pub async fn read(self, o: &O) -> Result<Adapters, KernelError> {
+        let sizes = [self.d * self.r, self.r, self.r * self.d, self.d];
+        let mut sites = Vec::with_capacity(self.sites.len());
+        for (modules_g, dpi, weights) in self.sites {
+            let mut modules = Vec::with_capacity(modules_g.len());
+            for bufs in modules_g {
+                let mut t = Vec::with_capacity(4);
+                for (g, n) in bufs.into_iter().zip(sizes) {
+                    t.push(o.read(g, n).await?);
+                }
+                let mut t = t.into_iter();
+                let mut next = || t.next().unwrap_or_default();
+                modules.push(Adapter {
+                    down: next(),
+                    down_bias: next(),
+                    up: next(),
+                    up_bias: next(),
+                });
+            }
+            let dpi = match dpi {
+                Some(b) => o.read(b, weights.len()).await?,
+                None => vec![],
+            };
+            // Softmax backward: d coef_j = pi_j (d pi_j - sum_i pi_i d pi_i).
+            let mean: f32 = weights.iter().zip(&dpi).map(|(p, g)| p * g).sum();
+            let coefs = weights
+                .iter()
+                .zip(&dpi)
+                .map(|(p, g)| p * (g - mean))
+                .collect();
+            sites.push(Mixture { modules, coefs });
+        }
+        Ok(Adapters {
+            d: self.d,
+            bottleneck: self.r,
+            sites,
+        })
+    }
+}
