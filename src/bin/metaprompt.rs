@@ -121,6 +121,10 @@ mod cli {
             /// `batch.json` there, for the PyTorch anchor (`scripts/bench-cpu.sh`).
             #[arg(long)]
             save: Option<PathBuf>,
+            /// `tune`: also time the step with one bottleneck adapter of this width at every
+            /// site (our engines), beside the prompt-only step.
+            #[arg(long)]
+            adapters: Option<usize>,
             #[command(flatten)]
             engine: EngineArgs,
         },
@@ -395,9 +399,10 @@ mod cli {
                 what,
                 steps,
                 save,
+                adapters,
                 engine,
             } => (|| match what.as_str() {
-                "tune" => tune_cmd::bench_tune(&engine.load()?, steps, save.as_deref()),
+                "tune" => tune_cmd::bench_tune(&engine.load()?, steps, save.as_deref(), adapters),
                 "kernels" => tune_cmd::bench_kernels(&engine.load()?, steps),
                 "gemm" => {
                     tune_cmd::bench_gemm(steps);

@@ -3,6 +3,7 @@
 use burn::tensor::Device;
 use metaprompt::cpu::CpuT5;
 use metaprompt::gpu::Gpu;
+use metaprompt::graph::Adapters;
 use metaprompt::kernels::GpuT5;
 use metaprompt::kernels::profile;
 use metaprompt::meta::Provenance;
@@ -566,7 +567,12 @@ fn forward_flops(c: &metaprompt::model::T5Config, b: usize, s: usize, t: usize) 
 
 /// Times prompt-tuning steps at the issue's shape: batch 8, 64 input tokens + 20 prompt tokens,
 /// 4 target tokens (3 + EOS).
-pub fn bench_tune(r: &Runner, steps: usize, save: Option<&Path>) -> Result<(), String> {
+pub fn bench_tune(
+    r: &Runner,
+    steps: usize,
+    save: Option<&Path>,
+    adapters: Option<usize>,
+) -> Result<(), String> {
     let (b, s_in, l, t) = BENCH_SHAPE;
     let c = r.model.t5.config.clone();
     let device_name = &r.name;
@@ -586,14 +592,48 @@ pub fn bench_tune(r: &Runner, steps: usize, save: Option<&Path>) -> Result<(), S
         "warm-up step {:.0} ms: loss {loss:.6}, |prompt gradient| {norm:.6}",
         warm.elapsed().as_secs_f64() * 1e3
     );
-    let mut ms = Vec::new();
-    for _ in 0..steps {
-        let t0 = Instant::now();
-        bench_step(r, &prompt, &refs)?;
-        ms.push(t0.elapsed().as_secs_f64() * 1e3);
-    }
-    ms.sort_by(|a, b| a.total_cmp(b));
+    let time_steps = || -> Result<Vec<f64>, String> {
+        let mut ms = Vec::new();
+        for _ in 0..steps.max(1) {
+            let t0 = Instant::now();
+            bench_step(r, &prompt, &refs)?;
+            ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        ms.sort_by(|a, b| a.total_cmp(b));
+        Ok(ms)
+    };
+    let ms = time_steps()?;
     let median = ms[ms.len() / 2];
+    if let Some(bottleneck) = adapters {
+        // The same step with one adapter per site: the adapters' forward, their backward
+        // (weight and coefficient gradients) and reading those gradients back.
+        let a = Adapters::new(&c, bottleneck, 1, 7);
+        let set = |a: Option<&Adapters>| match &r.ours {
+            Some(Ours::Cpu(t5)) => t5.set_adapters(a),
+            Some(Ours::Gpu(t5)) => t5.set_adapters(a),
+            None => Ok(()),
+        };
+        if r.ours.is_none() {
+            return Err("--adapters times our engines only (--kernels cpu or wgsl)".into());
+        }
+        set(Some(&a)).map_err(|e| e.to_string())?;
+        bench_step(r, &prompt, &refs)?;
+        let with = time_steps();
+        set(None).map_err(|e| e.to_string())?;
+        let with = with?;
+        let wm = with[with.len() / 2];
+        println!(
+            "bench tune --adapters {bottleneck} [{device_name}]: {} sites x 1 adapter, {} trainable \
+             parameters (+ prompt {}): median {wm:.0} ms/step (min {:.0}, max {:.0}) against \
+             {median:.0} ms/step prompt only: x{:.3}",
+            a.sites.len(),
+            a.parameters(),
+            prompt.values.len(),
+            with[0],
+            with[with.len() - 1],
+            wm / median
+        );
+    }
     if let Some(Ours::Gpu(t5)) = &r.ours {
         t5.ops.reset_step_bytes();
         bench_step(r, &prompt, &refs)?;
