@@ -384,16 +384,19 @@ fn scale_add_matches_reference_on_a_ragged_length() {
     }
 }
 
-/// The adapters' f32 product in all four transpose combinations, on ragged shapes inside larger
+/// The adapters' f32 product (both variants) in all four transpose combinations, on ragged shapes inside larger
 /// strided buffers (offsets, row strides), with and without accumulation, against the CPU
 /// backend's `gemm::matmul` on the same views.
 #[test]
 fn f32_gemm_matches_reference_in_every_transpose_on_ragged_strided_operands() {
     use metaprompt::cpu::gemm::{View, matmul};
-    use metaprompt::kernels::adapter::AdapterKernels;
+    use metaprompt::kernels::adapter::{AdapterKernels, GemmVariant};
     let gpu = gpu();
-    let k = AdapterKernels::new(&gpu);
-    for (m, kk, n) in [(1, 1, 1), (17, 33, 5), (40, 70, 33)] {
+    for (variant, (m, kk, n)) in [GemmVariant::Tiles, GemmVariant::Direct]
+        .into_iter()
+        .flat_map(|v| [(1, 1, 1), (17, 33, 5), (40, 70, 33), (3, 5, 2)].map(|s| (v, s)))
+    {
+        let k = AdapterKernels::with_variant(&gpu, variant);
         for (ta, tb, acc) in [
             (false, false, false),
             (true, false, true),

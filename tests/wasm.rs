@@ -259,12 +259,15 @@ async fn prompt_tuning_kernels_match_their_rust_twins_in_the_browser() {
 
 /// The graph's method parts on our WGSL kernels in the browser against our CPU backend (held to
 /// burn's autodiff natively, tests/graph_parts.rs): loss parts with row weights, distillation
-/// with a temperature, injected vectors; the distillation and scale-add kernels against their
-/// twins; and sampling that draws the same tokens on both backends from one seed.
+/// with a temperature, injected vectors, adapters' weight and coefficient gradients; the
+/// distillation, scale-add, f32 product and adapter kernels against their twins; and sampling
+/// that draws the same tokens on both backends from one seed.
 #[wasm_bindgen_test]
 async fn method_parts_on_webgpu_match_the_cpu_backend() {
     use metaprompt::cpu::CpuT5;
-    use metaprompt::graph::{Loss, Objective, Part, Piece, Row, Sampler, Teacher};
+    use metaprompt::cpu::gemm::{View, matmul};
+    use metaprompt::graph::{Adapters, Loss, Objective, Part, Piece, Row, Sampler, Teacher};
+    use metaprompt::kernels::adapter::AdapterKernels;
     use metaprompt::kernels::{GpuT5, distill::Distill, max_abs_diff, scale_add::ScaleAdd};
     use metaprompt::model::T5Config;
     use metaprompt::model::checkpoint::Checkpoint;
@@ -367,6 +370,92 @@ async fn method_parts_on_webgpu_match_the_cpu_backend() {
     assert!(
         rel(&got.injected, &want.injected) <= 1e-4,
         "injected gradient"
+    );
+
+    // Adapters (two per site, every tensor non-zero): module weights' and coefficients'
+    // gradients, and the f32 product and adapter parts against their twins.
+    let mut adapters = Adapters::new(&c, 4, 2, 17);
+    for (s, m) in adapters.sites.iter_mut().enumerate() {
+        m.coefs = vec![0.2 * s as f32 - 1.0, 0.1];
+        for ad in &mut m.modules {
+            ad.up = test_values(ad.up.len(), s as u64)
+                .iter()
+                .map(|x| x * 0.3)
+                .collect();
+        }
+    }
+    cpu.set_adapters(Some(&adapters)).unwrap();
+    wgsl.set_adapters(Some(&adapters)).unwrap();
+    let plain_rows = [
+        Row::new(&[5, 9, 14, 1], vec![7, 1], 0),
+        Row::new(&[8, 1], vec![11, 12, 1], 0),
+    ];
+    let plain = Objective::single(&prompt, &plain_rows);
+    let want = cpu.loss_and_grads(&plain).await.unwrap();
+    let got = wgsl.loss_and_grads(&plain).await.unwrap();
+    assert!(
+        rel(&got.prompt, &want.prompt) <= 1e-4,
+        "prompt gradient with adapters"
+    );
+    let (ga, wa) = (got.adapters.unwrap(), want.adapters.unwrap());
+    for (s, (g, w)) in ga.sites.iter().zip(&wa.sites).enumerate() {
+        assert!(rel(&g.coefs, &w.coefs) <= 1e-4, "site {s} coefficients");
+        for (gm, wm) in g.modules.iter().zip(&w.modules) {
+            for ((name, gv, _), (_, wv, _)) in gm.tensors(d, 4).into_iter().zip(wm.tensors(d, 4)) {
+                assert!(rel(gv, wv) <= 1e-4, "site {s} {name}: {}", rel(gv, wv));
+            }
+        }
+    }
+    cpu.set_adapters(None).unwrap();
+    wgsl.set_adapters(None).unwrap();
+    let k = AdapterKernels::new(&gpu);
+    let (a, b) = (test_values(19 * 23, 3), test_values(23 * 21, 4));
+    for (ta, tb) in [(false, false), (true, true)] {
+        let got = k
+            .run_gemm(
+                &gpu,
+                (&a, if ta { 19 } else { 23 }, ta),
+                (&b, if tb { 23 } else { 21 }, tb),
+                &vec![0.0; 19 * 21],
+                (19, 23, 21),
+                false,
+            )
+            .await
+            .unwrap();
+        let view = |data, rows, cols, t: bool| {
+            let v = View::new(
+                data,
+                if t { cols } else { rows },
+                if t { rows } else { cols },
+            );
+            if t { v.t() } else { v }
+        };
+        let mut want = vec![0.0; 19 * 21];
+        matmul(
+            &mut want,
+            21,
+            view(&a, 19, 23, ta),
+            view(&b, 23, 21, tb),
+            false,
+            false,
+        );
+        assert!(rel(&got, &want) <= 1e-5, "f32 gemm ta={ta} tb={tb}");
+    }
+    let x = test_values(7 * 9, 5);
+    let mut want = vec![0.0; 9];
+    metaprompt::cpu::adapter::column_sums(&x, &mut want, false);
+    let got = k
+        .run_part(&gpu, "column_sums", &x, &x, &[0.0; 9], (7, 9), 0)
+        .await
+        .unwrap();
+    assert!(max_abs_diff(&got, &want) <= 1e-5, "column sums");
+    let got = k
+        .run_part(&gpu, "dot", &x, &x, &[0.0], (7, 9), 0)
+        .await
+        .unwrap();
+    assert!(
+        (got[0] - metaprompt::cpu::adapter::dot(&x, &x)).abs() <= 1e-4,
+        "dot"
     );
 
     let inputs = vec![vec![5, 9, 14, 1], vec![8, 1]];

@@ -122,7 +122,8 @@ mod cli {
             #[arg(long)]
             save: Option<PathBuf>,
             /// `tune`: also time the step with one bottleneck adapter of this width at every
-            /// site (our engines), beside the prompt-only step.
+            /// site (our engines), beside the prompt-only step; `kernels`: profile the step with
+            /// them.
             #[arg(long)]
             adapters: Option<usize>,
             #[command(flatten)]
@@ -403,7 +404,7 @@ mod cli {
                 engine,
             } => (|| match what.as_str() {
                 "tune" => tune_cmd::bench_tune(&engine.load()?, steps, save.as_deref(), adapters),
-                "kernels" => tune_cmd::bench_kernels(&engine.load()?, steps),
+                "kernels" => tune_cmd::bench_kernels(&engine.load()?, steps, adapters),
                 "gemm" => {
                     tune_cmd::bench_gemm(steps);
                     Ok(())

@@ -26,6 +26,8 @@ struct GemmParams {
     b_cs: u32,
     c_off: u32,
     c_rs: u32,
+    groups_x: u32,
+    _pad: [u32; 3],
 }
 
 #[repr(C)]
@@ -51,21 +53,48 @@ impl Operand<'_> {
     }
 }
 
+/// Which entry point of `shaders/matmul_f32.wgsl` runs the product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmVariant {
+    /// Workgroup-memory tiles (GPUs).
+    Tiles,
+    /// No workgroup memory (CPU adapters; `bench kernels --adapters` times it on lavapipe).
+    Direct,
+}
+
+impl GemmVariant {
+    /// The variant for this adapter (`METAPROMPT_GEMM_F32=tiles|direct` overrides natively).
+    pub fn for_adapter(gpu: &Gpu) -> Self {
+        match super::variant_override("METAPROMPT_GEMM_F32", &["tiles", "direct"]) {
+            Some("tiles") => Self::Tiles,
+            Some(_) => Self::Direct,
+            None if gpu.report().is_fallback && cfg!(not(target_arch = "wasm32")) => Self::Direct,
+            None => Self::Tiles,
+        }
+    }
+}
+
 pub struct AdapterKernels {
     gemm: Shader,
     parts: Shader,
+    variant: GemmVariant,
 }
 
 impl AdapterKernels {
     pub fn new(gpu: &Gpu) -> Self {
+        Self::with_variant(gpu, GemmVariant::for_adapter(gpu))
+    }
+
+    pub fn with_variant(gpu: &Gpu, variant: GemmVariant) -> Self {
         use Binding::*;
         Self {
+            variant,
             gemm: Shader::new(
                 gpu,
                 "matmul_f32.wgsl",
                 GEMM_SHADER,
                 &[Read, Read, ReadWrite],
-                &["gemm"],
+                &["gemm", "gemm_direct"],
             ),
             parts: Shader::new(
                 gpu,
@@ -106,12 +135,21 @@ impl AdapterKernels {
             b_cs,
             c_off: c.offset as u32,
             c_rs: c.stride as u32,
+            groups_x: 0,
+            _pad: [0; 3],
         };
-        let groups = (n.div_ceil(16) as u32, m.div_ceil(16) as u32);
+        let (entry, groups) = match self.variant {
+            GemmVariant::Tiles => ("gemm", (n.div_ceil(16) as u32, m.div_ceil(16) as u32)),
+            GemmVariant::Direct => ("gemm_direct", groups_for(n * m.div_ceil(4), 64)),
+        };
+        let p = GemmParams {
+            groups_x: groups.0,
+            ..p
+        };
         let buffers = [a.mat.buf, b.mat.buf, c.buf];
         let what = || (format!("matmul_f32 {m}x{k}x{n}"), 2.0 * (m * k * n) as f64);
         self.gemm
-            .dispatch_named(gpu, enc, "gemm", &buffers, &p, groups, what);
+            .dispatch_named(gpu, enc, entry, &buffers, &p, groups, what);
     }
 
     /// Records one element-wise or reduction entry point of `shaders/adapter.wgsl` over a

@@ -2,6 +2,7 @@
 //! embeddings of the frozen T5. Initialisations, the one tuning loop every method uses, evaluation
 //! and the PEFT file format.
 
+pub mod adapter_file;
 pub mod engine;
 pub mod eval;
 pub mod optim;

@@ -800,8 +800,8 @@ pub fn bench_gemm(reps: usize) {
 
 /// GPU time per kernel in one tuning step with our WGSL kernels, from timestamp queries: which
 /// kernel (and which matmul shape) the step spends its time in.
-pub fn bench_kernels(r: &Runner, steps: usize) -> Result<(), String> {
-    let Some(Ours::Gpu(_)) = &r.ours else {
+pub fn bench_kernels(r: &Runner, steps: usize, adapters: Option<usize>) -> Result<(), String> {
+    let Some(Ours::Gpu(t5)) = &r.ours else {
         return Err(format!(
             "bench kernels times our WGSL kernels; run it with --device wgpu --kernels ours (this \
              engine is {})",
@@ -811,6 +811,14 @@ pub fn bench_kernels(r: &Runner, steps: usize) -> Result<(), String> {
     let gpu = pollster::block_on(Gpu::shared()).map_err(|e| e.to_string())?;
     let (pairs, prompt) = bench_batch(r);
     let refs: Vec<&Pair> = pairs.iter().collect();
+    if let Some(bottleneck) = adapters {
+        let a = Adapters::new(&t5.config, bottleneck, 1, 7);
+        t5.set_adapters(Some(&a)).map_err(|e| e.to_string())?;
+        println!(
+            "with one bottleneck-{bottleneck} adapter at each of {} sites",
+            a.sites.len()
+        );
+    }
     let step = || bench_step(r, &prompt, &refs);
     step()?;
     let t0 = Instant::now();
