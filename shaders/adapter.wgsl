@@ -6,7 +6,7 @@ struct Params {
     rows: u32,
     cols: u32,
     groups_x: u32,
-    // add_bias, relu, relu_backward: unused; column_sums: 1 to add to `y`; dot: y's slot.
+    // add_bias, relu, relu_backward: unused; column_sums, dot: where in `y` the result goes.
     extra: u32,
 }
 
@@ -50,7 +50,7 @@ fn relu_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     }
 }
 
-// y[c] (+)= sum over rows of x[r, c]: one invocation per column.
+// y[extra + c] = sum over rows of x[r, c]: one invocation per column.
 @compute @workgroup_size(256)
 fn column_sums(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let c = flat(wg, li);
@@ -61,10 +61,7 @@ fn column_sums(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     for (var r = 0u; r < p.rows; r = r + 1u) {
         s = s + x[r * p.cols + c];
     }
-    if (p.extra != 0u) {
-        s = s + y[c];
-    }
-    y[c] = s;
+    y[p.extra + c] = s;
 }
 
 // y[extra] = sum of x[i] * z[i] over rows * cols: one workgroup.

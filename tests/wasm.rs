@@ -443,7 +443,7 @@ async fn method_parts_on_webgpu_match_the_cpu_backend() {
     }
     let x = test_values(7 * 9, 5);
     let mut want = vec![0.0; 9];
-    metaprompt::cpu::adapter::column_sums(&x, &mut want, false);
+    metaprompt::cpu::adapter::column_sums(&x, &mut want);
     let got = k
         .run_part(&gpu, "column_sums", &x, &x, &[0.0; 9], (7, 9), 0)
         .await
@@ -459,6 +459,27 @@ async fn method_parts_on_webgpu_match_the_cpu_backend() {
     );
 
     let inputs = vec![vec![5, 9, 14, 1], vec![8, 1]];
+    // Pooled states (ERDA), and the gradient through mixed encoder states (SUPMER).
+    let at = vec![vec![0, 3], vec![1, 0]];
+    let want = cpu
+        .pooled_states(&prompt, &inputs, &at)
+        .await
+        .unwrap()
+        .concat();
+    let got = wgsl
+        .pooled_states(&prompt, &inputs, &at)
+        .await
+        .unwrap()
+        .concat();
+    assert!(rel(&got, &want) <= 1e-4, "pooled states");
+    let mixed = [
+        mixed_grad(&cpu, &prompt).await,
+        mixed_grad(&wgsl, &prompt).await,
+    ];
+    assert!(
+        rel(&mixed[1], &mixed[0]) <= 1e-4,
+        "gradient through mixed states"
+    );
     let (mut s1, mut s2) = (Sampler::new(0, 1.0, 2.5, 42), Sampler::new(0, 1.0, 2.5, 42));
     let e1 = cpu.encode(&prompt, &inputs).unwrap();
     let e2 = wgsl.encode(&prompt, &inputs).unwrap();
@@ -471,4 +492,35 @@ async fn method_parts_on_webgpu_match_the_cpu_backend() {
         .await
         .unwrap();
     assert_eq!(a, b, "CPU and WebGPU drew different tokens");
+}
+
+/// The prompt's gradient of the logits' sum through `0.3 enc(x1) + 0.7 enc(x2)`.
+async fn mixed_grad<O: metaprompt::graph::Ops>(
+    t5: &metaprompt::graph::T5Graph<O>,
+    prompt: &[f32],
+) -> Vec<f32> {
+    use metaprompt::graph::Piece;
+    let tok = |v: &[u32]| v.iter().map(|&t| Piece::Token(t)).collect::<Vec<_>>();
+    let (o, c) = (&t5.ops, &t5.config);
+    let e1 = t5
+        .encode_pieces(prompt, &[tok(&[5, 9, 1])], &[], 4)
+        .unwrap();
+    let e2 = t5
+        .encode_pieces(prompt, &[tok(&[8, 7, 6, 1])], &[], 4)
+        .unwrap();
+    let m = t5.mix(&e1.memory, 0.3, &e2.memory, 0.7).unwrap();
+    let (_, tape) = t5.decode(&m, &[vec![0, 4]]).unwrap();
+    let n = 2 * c.vocab_size;
+    let ones = o.upload("d logits", &vec![1.0; n]).unwrap();
+    let ds = t5.decoder_backward(&m, &tape, &ones);
+    let len = m.len * c.d_model;
+    let mut g = vec![0f32; prompt.len()];
+    for (e, l) in [(&e1, 0.3), (&e2, 0.7)] {
+        let dh = o
+            .read(t5.encoder_backward(e, &t5.scaled(&ds, l, len)), len)
+            .await
+            .unwrap();
+        g.iter_mut().zip(&dh).for_each(|(a, b)| *a += b);
+    }
+    g
 }

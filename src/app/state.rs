@@ -14,7 +14,7 @@ use std::rc::Rc;
 /// WebAssembly (one thread; much slower, but the page still works).
 pub enum Ours {
     Gpu(Box<GpuT5>),
-    Cpu(CpuT5),
+    Cpu(Box<CpuT5>),
 }
 
 /// The frozen T5 twice over: burn's model (generation, initialisations, the generic engine, on
@@ -47,7 +47,9 @@ impl Loaded {
                 g.report().name,
             ),
             None => (
-                Ours::Cpu(CpuT5::from_checkpoint(&ckpt, c).map_err(|e| e.to_string())?),
+                Ours::Cpu(Box::new(
+                    CpuT5::from_checkpoint(&ckpt, c).map_err(|e| e.to_string())?,
+                )),
                 "the CPU (WebAssembly, no WebGPU)".into(),
             ),
         };
@@ -85,18 +87,24 @@ impl ModelCtx {
 }
 
 /// The folder the model is read from: `?model=DIR` in the page's address (the end-to-end tests
-/// point it at a tiny model), else the converted flan-t5-small served next to the page.
+/// point it at a tiny model) if it is a relative folder on this origin, else the converted
+/// flan-t5-small served next to the page.
 pub fn model_dir() -> String {
     let query = web_sys::window()
         .and_then(|w| w.location().search().ok())
         .unwrap_or_default();
-    query
+    let asked = query
         .trim_start_matches('?')
         .split('&')
-        .find_map(|kv| kv.strip_prefix("model="))
-        .filter(|d| !d.is_empty() && !d.contains("..") && !d.contains(':'))
-        .map(|d| format!("{}/", d.trim_end_matches('/')))
-        .unwrap_or_else(|| "models/flan-t5-small/".into())
+        .find_map(|kv| kv.strip_prefix("model="));
+    match asked.map(crate::model::model_dir_from_query) {
+        Some(Ok(dir)) => dir,
+        Some(Err(why)) => {
+            gloo::console::warn!(format!("{why}; loading the default model"));
+            "models/flan-t5-small/".into()
+        }
+        None => "models/flan-t5-small/".into(),
+    }
 }
 
 /// A value kept in localStorage under `metaprompt.KEY` (JSON), or `default` when absent or

@@ -21,11 +21,9 @@ pub fn relu_backward(x: &[f32], dy: &mut [f32]) {
     });
 }
 
-/// `out[c] (+)= sum_r x[r, c]` over `[rows, out.len()]`.
-pub fn column_sums(x: &[f32], out: &mut [f32], accumulate: bool) {
-    if !accumulate {
-        out.fill(0.0);
-    }
+/// `out[c] = sum_r x[r, c]` over `[rows, out.len()]`.
+pub fn column_sums(x: &[f32], out: &mut [f32]) {
+    out.fill(0.0);
     x.chunks_exact(out.len().max(1))
         .for_each(|row| out.iter_mut().zip(row).for_each(|(o, v)| *o += v));
 }

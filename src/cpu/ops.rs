@@ -320,9 +320,10 @@ impl Ops for CpuOps {
         adapter::relu_backward(&x.borrow()[..len], &mut dy.borrow_mut()[..len]);
     }
 
-    fn column_sums(&self, x: &Buf, out: &Buf, rows: usize, cols: usize, acc: bool) {
+    fn column_sums(&self, x: &Buf, out: Mat<Buf>, rows: usize, cols: usize) {
         let x = &x.borrow()[..rows * cols];
-        adapter::column_sums(x, &mut out.borrow_mut()[..cols], acc);
+        let at = out.offset;
+        adapter::column_sums(x, &mut out.buf.borrow_mut()[at..at + cols]);
     }
 
     fn dot(&self, x: &Buf, z: &Buf, len: usize, out: &Buf, slot: usize) {

@@ -181,18 +181,18 @@ impl Adapters {
 use super::ops::{Mat, Ops};
 use crate::kernels::KernelError;
 
-/// One module on the device, with its gradient buffers.
+/// One module on the device; its gradients' offsets in [`DeviceAdapters::grads`].
 struct DeviceAdapter<O: Ops> {
     params: [O::Buf; 4],
-    grads: [O::Buf; 4],
+    grads: [usize; 4],
 }
 
 struct DeviceMixture<O: Ops> {
     modules: Vec<DeviceAdapter<O>>,
     /// softmax(coefs), on the host: each module's output is scaled by its weight.
     weights: Vec<f32>,
-    /// `[modules]`: d loss / d weight.
-    weight_grads: O::Buf,
+    /// Offset of `[modules]` d loss / d weight in [`DeviceAdapters::grads`].
+    weight_grads: usize,
 }
 
 /// The adapters of [`Adapters`] on a backend.
@@ -200,6 +200,10 @@ pub struct DeviceAdapters<O: Ops> {
     d: usize,
     r: usize,
     sites: Vec<DeviceMixture<O>>,
+    /// Every gradient in one buffer (module tensors in [`Adapter::tensors`] order, then each
+    /// site's weights), so that a step reads them back at once.
+    grads: O::Buf,
+    grads_len: usize,
 }
 
 /// What backward needs of one site: the sub-layer output `f` and, per module, the bottleneck's
@@ -213,6 +217,11 @@ pub struct AdapterTape<O: Ops> {
 impl<O: Ops> DeviceAdapters<O> {
     pub fn upload(ops: &O, a: &Adapters) -> Result<Self, KernelError> {
         let (d, r) = (a.d, a.bottleneck);
+        let mut at = 0usize;
+        let mut next = |n: usize| {
+            at += n;
+            at - n
+        };
         let sites = a
             .sites
             .iter()
@@ -223,21 +232,26 @@ impl<O: Ops> DeviceAdapters<O> {
                     .map(|ad| {
                         let t = ad.tensors(d, r);
                         let up = |i: usize| ops.upload("adapter", t[i].1);
-                        let zero = |i: usize| ops.zeros("adapter grad", t[i].1.len());
                         Ok(DeviceAdapter {
                             params: [up(0)?, up(1)?, up(2)?, up(3)?],
-                            grads: [zero(0), zero(1), zero(2), zero(3)],
+                            grads: [0, 1, 2, 3].map(|i| next(t[i].1.len())),
                         })
                     })
                     .collect::<Result<_, KernelError>>()?;
                 Ok(DeviceMixture {
                     modules,
                     weights: m.weights(),
-                    weight_grads: ops.zeros("mixture grads", m.modules.len().max(1)),
+                    weight_grads: next(m.modules.len()),
                 })
             })
             .collect::<Result<_, KernelError>>()?;
-        Ok(Self { d, r, sites })
+        Ok(Self {
+            d,
+            r,
+            sites,
+            grads: ops.zeros("adapter gradients", at.max(1)),
+            grads_len: at,
+        })
     }
 
     fn active(&self, site: usize) -> Option<&DeviceMixture<O>> {
@@ -324,8 +338,9 @@ impl<O: Ops> DeviceAdapters<O> {
             .enumerate()
         {
             let [down, _, up, _] = &ad.params;
-            let [g_down, g_down_bias, g_up, g_up_bias] = &ad.grads;
-            o.dot(dh, out, rows * d, &m.weight_grads, i);
+            let [g_down, g_down_bias, g_up, g_up_bias] = ad.grads;
+            let g = |at: usize, stride: usize| Mat::new(&self.grads, stride).col(at);
+            o.dot(dh, out, rows * d, &self.grads, m.weight_grads + i);
             let d_out = o.zeros("d adapter out", rows * d);
             o.scale_add(&d_out, 0.0, dh, pi, rows * d);
             o.gemm(
@@ -333,11 +348,11 @@ impl<O: Ops> DeviceAdapters<O> {
                 true,
                 Mat::new(&d_out, d),
                 false,
-                Mat::new(g_up, d),
+                g(g_up, d),
                 (r, rows, d),
                 false,
             );
-            o.column_sums(&d_out, g_up_bias, rows, d, false);
+            o.column_sums(&d_out, g(g_up_bias, d), rows, d);
             let dz = o.zeros("d adapter z", rows * r);
             o.gemm(
                 Mat::new(&d_out, d),
@@ -354,11 +369,11 @@ impl<O: Ops> DeviceAdapters<O> {
                 true,
                 Mat::new(&dz, r),
                 false,
-                Mat::new(g_down, r),
+                g(g_down, r),
                 (d, rows, r),
                 false,
             );
-            o.column_sums(&dz, g_down_bias, rows, r, false);
+            o.column_sums(&dz, g(g_down_bias, r), rows, r);
             o.gemm(
                 Mat::new(&dz, r),
                 false,
@@ -372,84 +387,68 @@ impl<O: Ops> DeviceAdapters<O> {
         Some(df)
     }
 
-    /// Copies of the gradients of the last backward, to read with [`GradientCopies::read`]
-    /// (so no borrow of the model is held while they come back).
-    pub fn gradient_copies(&self, o: &O) -> GradientCopies<O> {
-        let sizes = [self.d * self.r, self.r, self.r * self.d, self.d];
+    /// A copy of the gradients of the last backward, to read with [`GradientCopy::read`] (so
+    /// no borrow of the model is held while they come back).
+    pub fn gradient_copy(&self, o: &O) -> GradientCopy<O> {
         let sites = self
             .sites
             .iter()
             .map(|m| {
-                let modules = m
-                    .modules
-                    .iter()
-                    .map(|ad| {
-                        ad.grads
-                            .iter()
-                            .zip(sizes)
-                            .map(|(g, n)| o.copy(g, n))
-                            .collect()
-                    })
-                    .collect();
-                let n = m.modules.len();
-                (
-                    modules,
-                    (n > 0).then(|| o.copy(&m.weight_grads, n)),
-                    m.weights.clone(),
-                )
+                let modules = m.modules.iter().map(|ad| ad.grads).collect();
+                (modules, m.weight_grads, m.weights.clone())
             })
             .collect();
-        GradientCopies {
+        GradientCopy {
             d: self.d,
             r: self.r,
+            buf: o.copy(&self.grads, self.grads_len.max(1)),
+            len: self.grads_len,
             sites,
         }
     }
 }
 
-/// The adapters' gradient buffers, copied out of the model.
-pub struct GradientCopies<O: Ops> {
+/// The adapters' gradients, copied out of the model in one buffer.
+pub struct GradientCopy<O: Ops> {
     d: usize,
     r: usize,
-    /// Per site: each module's four tensors, the mixture weights' gradient, the weights.
+    buf: O::Buf,
+    len: usize,
+    /// Per site: each module's four tensors' offsets, the weights' gradient offset, the weights.
     #[allow(clippy::type_complexity)]
-    sites: Vec<(Vec<Vec<O::Buf>>, Option<O::Buf>, Vec<f32>)>,
+    sites: Vec<(Vec<[usize; 4]>, usize, Vec<f32>)>,
 }
 
-impl<O: Ops> GradientCopies<O> {
+impl<O: Ops> GradientCopy<O> {
     /// In the shape of [`Adapters`]; the coefficients' gradients through the softmax.
     pub async fn read(self, o: &O) -> Result<Adapters, KernelError> {
+        let all = o.read(self.buf, self.len.max(1)).await?;
         let sizes = [self.d * self.r, self.r, self.r * self.d, self.d];
-        let mut sites = Vec::with_capacity(self.sites.len());
-        for (modules_g, dpi, weights) in self.sites {
-            let mut modules = Vec::with_capacity(modules_g.len());
-            for bufs in modules_g {
-                let mut t = Vec::with_capacity(4);
-                for (g, n) in bufs.into_iter().zip(sizes) {
-                    t.push(o.read(g, n).await?);
-                }
-                let mut t = t.into_iter();
-                let mut next = || t.next().unwrap_or_default();
-                modules.push(Adapter {
-                    down: next(),
-                    down_bias: next(),
-                    up: next(),
-                    up_bias: next(),
-                });
-            }
-            let dpi = match dpi {
-                Some(b) => o.read(b, weights.len()).await?,
-                None => vec![],
-            };
-            // Softmax backward: d coef_j = pi_j (d pi_j - sum_i pi_i d pi_i).
-            let mean: f32 = weights.iter().zip(&dpi).map(|(p, g)| p * g).sum();
-            let coefs = weights
-                .iter()
-                .zip(&dpi)
-                .map(|(p, g)| p * (g - mean))
-                .collect();
-            sites.push(Mixture { modules, coefs });
-        }
+        let take = |at: usize, n: usize| all[at..at + n].to_vec();
+        let sites = self
+            .sites
+            .into_iter()
+            .map(|(modules, w_at, weights)| {
+                let modules = modules
+                    .iter()
+                    .map(|g| Adapter {
+                        down: take(g[0], sizes[0]),
+                        down_bias: take(g[1], sizes[1]),
+                        up: take(g[2], sizes[2]),
+                        up_bias: take(g[3], sizes[3]),
+                    })
+                    .collect();
+                let dpi = take(w_at, weights.len());
+                // Softmax backward: d coef_j = pi_j (d pi_j - sum_i pi_i d pi_i).
+                let mean: f32 = weights.iter().zip(&dpi).map(|(p, g)| p * g).sum();
+                let coefs = weights
+                    .iter()
+                    .zip(&dpi)
+                    .map(|(p, g)| p * (g - mean))
+                    .collect();
+                Mixture { modules, coefs }
+            })
+            .collect();
         Ok(Adapters {
             d: self.d,
             bottleneck: self.r,

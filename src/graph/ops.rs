@@ -241,8 +241,8 @@ pub trait Ops {
     fn relu(&self, x: &Self::Buf, y: &Self::Buf, len: usize);
     /// `dy[..len] *= (x > 0)`, `x` being ReLU's input.
     fn relu_backward(&self, x: &Self::Buf, dy: &Self::Buf, len: usize);
-    /// `out[c] (+)= sum_r x[r, c]` (bias gradients).
-    fn column_sums(&self, x: &Self::Buf, out: &Self::Buf, rows: usize, cols: usize, acc: bool);
+    /// `out[c] = sum_r x[r, c]` (bias gradients) for `c < cols`, at `out`'s offset.
+    fn column_sums(&self, x: &Self::Buf, out: Mat<Self::Buf>, rows: usize, cols: usize);
     /// `out[slot] = x[..len] . z[..len]`.
     fn dot(&self, x: &Self::Buf, z: &Self::Buf, len: usize, out: &Self::Buf, slot: usize);
     /// Starts what has been recorded so far (a GPU runs one layer while the next is recorded).

@@ -597,7 +597,7 @@ impl<O: Ops> T5Graph<O> {
             .adapters
             .borrow()
             .as_ref()
-            .map(|ad| ad.gradient_copies(&self.ops));
+            .map(|ad| ad.gradient_copy(&self.ops));
         match copies {
             Some(c) => Ok(Some(c.read(&self.ops).await?)),
             None => Ok(None),

@@ -154,8 +154,8 @@ impl AdapterKernels {
 
     /// Records one element-wise or reduction entry point of `shaders/adapter.wgsl` over a
     /// `[rows, cols]` operand: `add_bias` (y += x broadcast over rows), `relu` (y = relu(x)),
-    /// `relu_backward` (y *= x > 0), `column_sums` (y (+)= column sums of x; `extra` 1 adds),
-    /// `dot` (y[extra] = x . z).
+    /// `relu_backward` (y *= x > 0), `column_sums` (y[extra + c] = column sums of x), `dot`
+    /// (y[extra] = x . z).
     #[allow(clippy::too_many_arguments)]
     pub fn part(
         &self,

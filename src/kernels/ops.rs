@@ -350,15 +350,15 @@ impl Ops for GpuOps {
         self.part("relu_backward", x, x, dy, (1, len), 0);
     }
 
-    fn column_sums(
-        &self,
-        x: &wgpu::Buffer,
-        out: &wgpu::Buffer,
-        rows: usize,
-        cols: usize,
-        acc: bool,
-    ) {
-        self.part("column_sums", x, x, out, (rows, cols), acc as u32);
+    fn column_sums(&self, x: &wgpu::Buffer, out: Mat, rows: usize, cols: usize) {
+        self.part(
+            "column_sums",
+            x,
+            x,
+            out.buf,
+            (rows, cols),
+            out.offset as u32,
+        );
     }
 
     fn dot(&self, x: &wgpu::Buffer, z: &wgpu::Buffer, len: usize, out: &wgpu::Buffer, slot: usize) {

@@ -104,3 +104,53 @@ impl LoadedModel {
         )
     }
 }
+
+/// The model folder a page address may name (`?model=DIR`): a relative path on the page's own
+/// origin, `/`-separated names of letters, digits, `.`, `_` and `-` (no `..`, no leading `/`, no
+/// scheme, no `//host`), so a link can never make the page fetch from elsewhere. Returns the
+/// folder with a trailing `/`, or why it is refused.
+pub fn model_dir_from_query(dir: &str) -> Result<String, String> {
+    let dir = dir.trim_end_matches('/');
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n != "."
+            && n != ".."
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    };
+    if dir.is_empty() || dir.starts_with('/') || !dir.split('/').all(name_ok) {
+        return Err(format!(
+            "model={dir:?}: expected a relative folder on this site (names of letters, digits, \
+             '.', '_', '-' separated by '/')"
+        ));
+    }
+    Ok(format!("{dir}/"))
+}
+
+#[cfg(test)]
+mod model_dir_tests {
+    use super::model_dir_from_query as dir;
+
+    #[test]
+    fn only_relative_folders_on_the_page_origin_are_accepted() {
+        assert_eq!(dir("models/tiny").unwrap(), "models/tiny/");
+        assert_eq!(
+            dir("models/flan-t5-small/").unwrap(),
+            "models/flan-t5-small/"
+        );
+        for bad in [
+            "",
+            "/",
+            "//127.0.0.2/models/x",
+            "/models/x",
+            "https://evil.example/m",
+            "models/../../etc",
+            "models//x",
+            "models/x%2f..",
+            "models\\x",
+            "./models",
+        ] {
+            assert!(dir(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+}
