@@ -2,6 +2,8 @@
 //! wasm-bindgen-test-runner; see scripts/test.sh.
 #![cfg(target_arch = "wasm32")]
 
+mod common;
+
 use metaprompt::gpu::Gpu;
 use metaprompt::selfcheck::{TOLERANCE, rms_norm_check};
 use wasm_bindgen_test::*;
@@ -523,4 +525,123 @@ async fn mixed_grad<O: metaprompt::graph::Ops>(
         g.iter_mut().zip(&dh).for_each(|(a, b)| *a += b);
     }
     g
+}
+
+/// The graph's method parts on WebGPU in the browser against burn's autodiff (on burn's CPU
+/// backend in the same page): one batch with two target parts of different row weights, a
+/// distillation part (temperature 2), injected vectors and two adapters at every site; the
+/// loss and the prompt's, injected vectors', adapters' and coefficients' gradients.
+#[wasm_bindgen_test]
+async fn method_parts_on_webgpu_match_burn() {
+    use burn::tensor::Device;
+    use common::{burn_adapters, burn_objective_loss, rel_err, tensor2, values};
+    use metaprompt::graph::{Adapters, Loss, Objective, Part, Piece, Row, Teacher};
+    use metaprompt::kernels::GpuT5;
+    use metaprompt::model::checkpoint::Checkpoint;
+    use metaprompt::model::tiny::random_checkpoint;
+    use metaprompt::model::{T5, T5Config};
+    use metaprompt::selfcheck::test_values;
+    let c = T5Config::tiny();
+    let bytes = random_checkpoint(&c, 3);
+    let ckpt = Checkpoint::parse(&bytes, &c).unwrap();
+    let gpu = Gpu::shared().await.unwrap();
+    let wgsl = GpuT5::from_checkpoint(&gpu, &ckpt, &c).unwrap();
+    let burn = T5::load(&ckpt, &c, &Device::flex().autodiff()).unwrap();
+    let d = c.d_model;
+    let (prompt, teacher, injected) = (
+        test_values(3 * d, 5),
+        test_values(2 * d, 9),
+        test_values(2 * d, 13),
+    );
+    let tok = |v: &[u32]| v.iter().map(|&t| Piece::Token(t)).collect::<Vec<_>>();
+    let mut first = tok(&[5, 9, 14, 1]);
+    first.insert(1, Piece::Injected(1));
+    let rows = vec![
+        Row {
+            input: first,
+            target: vec![7, 1],
+            part: 0,
+            weight: 1.0,
+        },
+        Row {
+            input: tok(&[8, 1]),
+            target: vec![11, 12, 1],
+            part: 1,
+            weight: 2.0,
+        },
+        Row {
+            input: tok(&[20, 21, 1]),
+            target: vec![40, 1],
+            part: 2,
+            weight: 1.0,
+        },
+    ];
+    let parts = [
+        Part {
+            weight: 0.6,
+            loss: Loss::Target,
+        },
+        Part {
+            weight: 0.3,
+            loss: Loss::Target,
+        },
+        Part {
+            weight: 0.1,
+            loss: Loss::Distil,
+        },
+    ];
+    let batch = Objective {
+        prompt: &prompt,
+        injected: &injected,
+        parts: &parts,
+        rows: &rows,
+        teacher: Some(Teacher {
+            prompt: &teacher,
+            temperature: 2.0,
+        }),
+    };
+    let mut adapters = Adapters::new(&c, 4, 2, 17);
+    for (s, m) in adapters.sites.iter_mut().enumerate() {
+        m.coefs = vec![0.2 * s as f32 - 1.0, 0.1];
+        for ad in &mut m.modules {
+            ad.up = test_values(ad.up.len(), s as u64)
+                .iter()
+                .map(|x| x * 0.3)
+                .collect();
+        }
+    }
+    let dev = &burn.device;
+    let pt = tensor2(&prompt, 3, d, dev).require_grad();
+    let it = tensor2(&injected, 2, d, dev).require_grad();
+    let ba = burn_adapters(&adapters, dev);
+    let loss = burn_objective_loss(&burn, pt.clone(), Some(it.clone()), Some(&ba), &batch);
+    let grads = loss.backward();
+    let want_loss = loss.into_data().try_to_vec::<f32>().unwrap()[0];
+    wgsl.set_adapters(Some(&adapters)).unwrap();
+    let got = wgsl.loss_and_grads(&batch).await.unwrap();
+    assert!(
+        (got.loss - want_loss).abs() <= 1e-4 * want_loss,
+        "loss {} vs {want_loss}",
+        got.loss
+    );
+    let e = rel_err(&got.prompt, &values(pt.grad(&grads).unwrap()));
+    assert!(e <= 1e-4, "prompt gradient: {e}");
+    let e = rel_err(&got.injected, &values(it.grad(&grads).unwrap()));
+    assert!(e <= 1e-4, "injected gradient: {e}");
+    let ga = got.adapters.unwrap();
+    for (s, (g, (bm, bc))) in ga.sites.iter().zip(&ba.sites).enumerate() {
+        let want = bc
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert!(rel_err(&g.coefs, &want) <= 1e-4, "site {s} coefficients");
+        for (gm, bt) in g.modules.iter().zip(bm) {
+            for ((name, gv, _), t) in gm.tensors(d, 4).into_iter().zip(bt) {
+                let e = rel_err(gv, &values(t.grad(&grads).unwrap()));
+                assert!(e <= 1e-4, "site {s} {name}: {e}");
+            }
+        }
+    }
 }

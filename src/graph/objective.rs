@@ -48,7 +48,8 @@ impl Row {
     }
 }
 
-/// The distillation teacher: the same frozen model under another prompt.
+/// The distillation teacher: the same frozen model under another prompt (with the adapters
+/// set on the model, if any); no gradient flows through it.
 #[derive(Clone, Copy, Debug)]
 pub struct Teacher<'a> {
     pub prompt: &'a [f32],
