@@ -529,8 +529,9 @@ async fn mixed_grad<O: metaprompt::graph::Ops>(
 
 /// The graph's method parts on WebGPU in the browser against burn's autodiff (on burn's CPU
 /// backend in the same page): one batch with two target parts of different row weights, a
-/// distillation part (temperature 2), injected vectors and two adapters at every site; the
-/// loss and the prompt's, injected vectors', adapters' and coefficients' gradients.
+/// distillation part (temperature 2), injected vectors and two adapters at every site (the
+/// loss and the prompt's, injected vectors', adapters' and coefficients' gradients); pooled
+/// states; the prompt's gradient through mixed encoder states.
 #[wasm_bindgen_test]
 async fn method_parts_on_webgpu_match_burn() {
     use burn::tensor::Device;
@@ -644,4 +645,43 @@ async fn method_parts_on_webgpu_match_burn() {
             }
         }
     }
+    wgsl.set_adapters(None).unwrap();
+
+    // Pooled states, and the prompt's gradient (of the logits' sum) through mixed states.
+    let inputs = vec![vec![5, 9, 14, 1], vec![8, 1]];
+    let at = vec![vec![0, 3], vec![1, 0]];
+    let pieces: Vec<Vec<Piece>> = inputs.iter().map(|v| tok(v)).collect();
+    let (emb, mask) = common::burn_embeds(&burn, tensor2(&prompt, 3, d, dev), None, &pieces, 7);
+    let states = burn
+        .encode_embeds(emb, &mask)
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let want: Vec<f32> = at
+        .iter()
+        .enumerate()
+        .flat_map(|(i, ps)| ps.iter().flat_map(move |&j| (0..d).map(move |k| (i, j, k))))
+        .map(|(i, j, k)| states[(i * 7 + 3 + j) * d + k])
+        .collect();
+    let got = wgsl
+        .pooled_states(&prompt, &inputs, &at)
+        .await
+        .unwrap()
+        .concat();
+    assert!(rel_err(&got, &want) <= 1e-4, "pooled states");
+    let pt = tensor2(&prompt, 3, d, dev).require_grad();
+    let (e1, m1) = common::burn_embeds(&burn, pt.clone(), None, &[tok(&[5, 9, 1])], 7);
+    let (e2, m2) = common::burn_embeds(&burn, pt.clone(), None, &[tok(&[8, 7, 6, 1])], 7);
+    let h =
+        burn.encode_embeds(e1, &m1).mul_scalar(0.3) + burn.encode_embeds(e2, &m2).mul_scalar(0.7);
+    let mask: Vec<f32> = m1.iter().zip(&m2).map(|(a, b)| a.max(*b)).collect();
+    let dec = metaprompt::model::Batch::new(&[vec![0, 4]]);
+    let grads = burn.decode(&dec, h, &mask).sum().backward();
+    let want = values(pt.grad(&grads).unwrap());
+    let got = mixed_grad(&wgsl, &prompt).await;
+    assert!(
+        rel_err(&got, &want) <= 1e-4,
+        "gradient through mixed states: {}",
+        rel_err(&got, &want)
+    );
 }
