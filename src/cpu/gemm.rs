@@ -108,6 +108,9 @@ pub fn matmul(out: &mut [f32], out_rs: usize, a: View, b: View, accumulate: bool
     }
     #[cfg(not(target_arch = "wasm32"))]
     let par = if parallel && m * n * k >= PARALLEL_WORK {
+        if m < FEW_ROWS && rayon::current_num_threads() > 1 {
+            return few_rows(out, out_rs, a, b, accumulate);
+        }
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
@@ -119,12 +122,30 @@ pub fn matmul(out: &mut [f32], out_rs: usize, a: View, b: View, accumulate: bool
     };
     // SAFETY: every index the product touches was bounds-checked above (`check` and the output
     // assertion); the three slices are distinct borrows, so nothing aliases.
+    unsafe { gemm_raw(out.as_mut_ptr(), out_rs, a, b, accumulate, par) }
+}
+
+/// The gemm crate's product into `out` (row stride `out_rs`).
+///
+/// # Safety
+/// `out` must be valid for writes at every `i * out_rs + j` (`i < a.rows`, `j < b.cols`), and no
+/// other reference may touch those elements while it runs; `a` and `b` must be checked views.
+unsafe fn gemm_raw(
+    out: *mut f32,
+    out_rs: usize,
+    a: View,
+    b: View,
+    accumulate: bool,
+    par: gemm::Parallelism,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    // SAFETY: as the caller promises.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            out.as_mut_ptr(),
+            out,
             1,
             out_rs as isize,
             accumulate,
@@ -141,6 +162,79 @@ pub fn matmul(out: &mut [f32], out_rs: usize, a: View, b: View, accumulate: bool
             false,
             par,
         );
+    }
+}
+
+/// Below this many rows the gemm crate's own threading leaves cores idle (it splits over row
+/// blocks): the decoder's 32-row products (`bench gemm`: the LM head's input gradient ran at 21
+/// GFLOP/s, its forward at 60, against 250 for the encoder's 672 rows).
+#[cfg(not(target_arch = "wasm32"))]
+const FEW_ROWS: usize = 64;
+
+/// A product with few rows, split by hand: over the inner dimension when it is the longest
+/// (partial products summed), else over column blocks of the output.
+#[cfg(not(target_arch = "wasm32"))]
+fn few_rows(out: &mut [f32], out_rs: usize, a: View, b: View, accumulate: bool) {
+    use rayon::prelude::*;
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let threads = rayon::current_num_threads();
+    if k >= n {
+        let chunk = k.div_ceil(threads);
+        let partials: Vec<Vec<f32>> = (0..k.div_ceil(chunk))
+            .into_par_iter()
+            .map(|c| {
+                let (k0, len) = (c * chunk, chunk.min(k - c * chunk));
+                let mut part = vec![0f32; m * n];
+                matmul(&mut part, n, a.cols(k0, len), b.rows(k0, len), false, false);
+                part
+            })
+            .collect();
+        for i in 0..m {
+            let row = &mut out[i * out_rs..i * out_rs + n];
+            if !accumulate {
+                row.fill(0.0);
+            }
+            for part in &partials {
+                row.iter_mut()
+                    .zip(&part[i * n..(i + 1) * n])
+                    .for_each(|(o, p)| *o += p);
+            }
+        }
+    } else {
+        // Column blocks of one output: each task writes only its own columns of every row.
+        let chunk = n.div_ceil(threads).next_multiple_of(16);
+        let base = SendPtr(out.as_mut_ptr());
+        (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
+            let (n0, w) = (c * chunk, chunk.min(n - c * chunk));
+            // SAFETY: `matmul` checked that every row of `out` holds `n` columns; the blocks'
+            // column ranges are disjoint and `out` is not otherwise used while they run.
+            unsafe {
+                let at = base.get().add(n0);
+                gemm_raw(
+                    at,
+                    out_rs,
+                    a,
+                    b.cols(n0, w),
+                    accumulate,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
+    }
+}
+
+/// A raw pointer that may cross to rayon's threads (see its one use).
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+#[cfg(not(target_arch = "wasm32"))]
+unsafe impl Send for SendPtr {}
+#[cfg(not(target_arch = "wasm32"))]
+unsafe impl Sync for SendPtr {}
+#[cfg(not(target_arch = "wasm32"))]
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
     }
 }
 
@@ -192,6 +286,34 @@ mod tests {
                 assert!((out[i * 30 + j] - 1.0 - want[i * n + j]).abs() < 1e-4);
             }
             assert!(out[i * 30 + n..i * 30 + 30].iter().all(|&x| x == 1.0));
+        }
+    }
+
+    #[test]
+    fn few_row_products_split_by_hand_match_the_triple_loop() {
+        // Above the parallel threshold with 8 rows: a long inner dimension (split over k) and a
+        // wide output (split over column blocks), accumulated into a strided output.
+        for (m, k, n) in [(8, 4100, 70), (8, 60, 4500)] {
+            let a = test_values(m * k, 1);
+            let b = test_values(k * n, 2);
+            let (av, bv) = (View::new(&a, m, k), View::new(&b, k, n));
+            let mut out = vec![0.5; m * (n + 3)];
+            matmul(&mut out, n + 3, av, bv, true, true);
+            let want = naive(av, bv);
+            for i in 0..m {
+                for j in 0..n {
+                    let (g, w) = (out[i * (n + 3) + j] - 0.5, want[i * n + j]);
+                    assert!(
+                        (g - w).abs() < 1e-3 * w.abs().max(1.0),
+                        "{m}x{k}x{n} ({i},{j}): {g} vs {w}"
+                    );
+                }
+                assert!(
+                    out[i * (n + 3) + n..(i + 1) * (n + 3)]
+                        .iter()
+                        .all(|&x| x == 0.5)
+                );
+            }
         }
     }
 
