@@ -41,7 +41,7 @@ fn models() -> Models {
 }
 
 fn tiny_rows() -> Vec<(Vec<Piece>, Vec<u32>)> {
-    let tok = |v: &[u32]| v.iter().map(|&t| Piece::Token(t)).collect::<Vec<_>>();
+    let tok = Piece::tokens;
     vec![
         (tok(&[5, 9, 14, 1]), vec![7, 1]),
         (tok(&[8, 1]), vec![11, 12, 1]),
@@ -310,10 +310,7 @@ fn pooled_states_are_the_encoder_states_at_the_positions() {
     let p = prompt(&m, 2, 5);
     let inputs: Vec<Vec<u32>> = vec![vec![5, 9, 14, 1], vec![8, 1], vec![20, 21, 22, 23, 1]];
     let positions = vec![vec![1, 3], vec![0, 1], vec![4, 2]];
-    let pieces: Vec<Vec<Piece>> = inputs
-        .iter()
-        .map(|v| v.iter().map(|&t| Piece::Token(t)).collect())
-        .collect();
+    let pieces: Vec<Vec<Piece>> = inputs.iter().map(|v| Piece::tokens(v)).collect();
     let s = 2 + 5;
     let pt = tensor2(&p, 2, c.d_model, &m.burn.device);
     let (emb, mask) = burn_embeds(&m.burn, pt, None, &pieces, s);

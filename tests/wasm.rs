@@ -268,7 +268,7 @@ async fn prompt_tuning_kernels_match_their_rust_twins_in_the_browser() {
 async fn method_parts_on_webgpu_match_the_cpu_backend() {
     use metaprompt::cpu::CpuT5;
     use metaprompt::cpu::gemm::{View, matmul};
-    use metaprompt::graph::{Adapters, Loss, Objective, Part, Piece, Row, Sampler, Teacher};
+    use metaprompt::graph::{Objective, Row, Sampler};
     use metaprompt::kernels::adapter::AdapterKernels;
     use metaprompt::kernels::{GpuT5, distill::Distill, max_abs_diff, scale_add::ScaleAdd};
     use metaprompt::model::T5Config;
@@ -304,56 +304,9 @@ async fn method_parts_on_webgpu_match_the_cpu_backend() {
     let cpu = CpuT5::from_checkpoint(&ckpt, &c).unwrap();
     let wgsl = GpuT5::from_checkpoint(&gpu, &ckpt, &c).unwrap();
     let d = c.d_model;
-    let prompt = test_values(3 * d, 5);
-    let teacher = test_values(2 * d, 9);
-    let injected = test_values(2 * d, 13);
-    let tok = |v: &[u32]| v.iter().map(|&t| Piece::Token(t)).collect::<Vec<_>>();
-    let mut first = tok(&[5, 9, 14, 1]);
-    first.insert(1, Piece::Injected(1));
-    let rows = vec![
-        Row {
-            input: first,
-            target: vec![7, 1],
-            part: 0,
-            weight: 1.0,
-        },
-        Row {
-            input: tok(&[8, 1]),
-            target: vec![11, 12, 1],
-            part: 1,
-            weight: 2.0,
-        },
-        Row {
-            input: tok(&[20, 21, 1]),
-            target: vec![40, 1],
-            part: 2,
-            weight: 1.0,
-        },
-    ];
-    let parts = [
-        Part {
-            weight: 0.6,
-            loss: Loss::Target,
-        },
-        Part {
-            weight: 0.3,
-            loss: Loss::Target,
-        },
-        Part {
-            weight: 0.1,
-            loss: Loss::Distil,
-        },
-    ];
-    let batch = Objective {
-        prompt: &prompt,
-        injected: &injected,
-        parts: &parts,
-        rows: &rows,
-        teacher: Some(Teacher {
-            prompt: &teacher,
-            temperature: 2.0,
-        }),
-    };
+    let case = MethodCase::new(&c);
+    let (prompt, adapters) = (&case.prompt, &case.adapters);
+    let batch = case.objective();
     let want = cpu.loss_and_grads(&batch).await.unwrap();
     let got = wgsl.loss_and_grads(&batch).await.unwrap();
     assert!(
@@ -376,23 +329,13 @@ async fn method_parts_on_webgpu_match_the_cpu_backend() {
 
     // Adapters (two per site, every tensor non-zero): module weights' and coefficients'
     // gradients, and the f32 product and adapter parts against their twins.
-    let mut adapters = Adapters::new(&c, 4, 2, 17);
-    for (s, m) in adapters.sites.iter_mut().enumerate() {
-        m.coefs = vec![0.2 * s as f32 - 1.0, 0.1];
-        for ad in &mut m.modules {
-            ad.up = test_values(ad.up.len(), s as u64)
-                .iter()
-                .map(|x| x * 0.3)
-                .collect();
-        }
-    }
-    cpu.set_adapters(Some(&adapters)).unwrap();
-    wgsl.set_adapters(Some(&adapters)).unwrap();
+    cpu.set_adapters(Some(adapters)).unwrap();
+    wgsl.set_adapters(Some(adapters)).unwrap();
     let plain_rows = [
         Row::new(&[5, 9, 14, 1], vec![7, 1], 0),
         Row::new(&[8, 1], vec![11, 12, 1], 0),
     ];
-    let plain = Objective::single(&prompt, &plain_rows);
+    let plain = Objective::single(prompt, &plain_rows);
     let want = cpu.loss_and_grads(&plain).await.unwrap();
     let got = wgsl.loss_and_grads(&plain).await.unwrap();
     assert!(
@@ -464,27 +407,27 @@ async fn method_parts_on_webgpu_match_the_cpu_backend() {
     // Pooled states (ERDA), and the gradient through mixed encoder states (SUPMER).
     let at = vec![vec![0, 3], vec![1, 0]];
     let want = cpu
-        .pooled_states(&prompt, &inputs, &at)
+        .pooled_states(prompt, &inputs, &at)
         .await
         .unwrap()
         .concat();
     let got = wgsl
-        .pooled_states(&prompt, &inputs, &at)
+        .pooled_states(prompt, &inputs, &at)
         .await
         .unwrap()
         .concat();
     assert!(rel(&got, &want) <= 1e-4, "pooled states");
     let mixed = [
-        mixed_grad(&cpu, &prompt).await,
-        mixed_grad(&wgsl, &prompt).await,
+        mixed_grad(&cpu, prompt).await,
+        mixed_grad(&wgsl, prompt).await,
     ];
     assert!(
         rel(&mixed[1], &mixed[0]) <= 1e-4,
         "gradient through mixed states"
     );
     let (mut s1, mut s2) = (Sampler::new(0, 1.0, 2.5, 42), Sampler::new(0, 1.0, 2.5, 42));
-    let e1 = cpu.encode(&prompt, &inputs).unwrap();
-    let e2 = wgsl.encode(&prompt, &inputs).unwrap();
+    let e1 = cpu.encode(prompt, &inputs).unwrap();
+    let e2 = wgsl.encode(prompt, &inputs).unwrap();
     let a = cpu
         .generate_with(&e1.memory, 8, |l, s| s1.pick(l, s))
         .await
@@ -502,7 +445,7 @@ async fn mixed_grad<O: metaprompt::graph::Ops>(
     prompt: &[f32],
 ) -> Vec<f32> {
     use metaprompt::graph::Piece;
-    let tok = |v: &[u32]| v.iter().map(|&t| Piece::Token(t)).collect::<Vec<_>>();
+    let tok = Piece::tokens;
     let (o, c) = (&t5.ops, &t5.config);
     let e1 = t5
         .encode_pieces(prompt, &[tok(&[5, 9, 1])], &[], 4)
@@ -536,12 +479,11 @@ async fn mixed_grad<O: metaprompt::graph::Ops>(
 async fn method_parts_on_webgpu_match_burn() {
     use burn::tensor::Device;
     use common::{burn_adapters, burn_objective_loss, rel_err, tensor2, values};
-    use metaprompt::graph::{Adapters, Loss, Objective, Part, Piece, Row, Teacher};
+    use metaprompt::graph::Piece;
     use metaprompt::kernels::GpuT5;
     use metaprompt::model::checkpoint::Checkpoint;
     use metaprompt::model::tiny::random_checkpoint;
     use metaprompt::model::{T5, T5Config};
-    use metaprompt::selfcheck::test_values;
     let c = T5Config::tiny();
     let bytes = random_checkpoint(&c, 3);
     let ckpt = Checkpoint::parse(&bytes, &c).unwrap();
@@ -549,76 +491,17 @@ async fn method_parts_on_webgpu_match_burn() {
     let wgsl = GpuT5::from_checkpoint(&gpu, &ckpt, &c).unwrap();
     let burn = T5::load(&ckpt, &c, &Device::flex().autodiff()).unwrap();
     let d = c.d_model;
-    let (prompt, teacher, injected) = (
-        test_values(3 * d, 5),
-        test_values(2 * d, 9),
-        test_values(2 * d, 13),
-    );
-    let tok = |v: &[u32]| v.iter().map(|&t| Piece::Token(t)).collect::<Vec<_>>();
-    let mut first = tok(&[5, 9, 14, 1]);
-    first.insert(1, Piece::Injected(1));
-    let rows = vec![
-        Row {
-            input: first,
-            target: vec![7, 1],
-            part: 0,
-            weight: 1.0,
-        },
-        Row {
-            input: tok(&[8, 1]),
-            target: vec![11, 12, 1],
-            part: 1,
-            weight: 2.0,
-        },
-        Row {
-            input: tok(&[20, 21, 1]),
-            target: vec![40, 1],
-            part: 2,
-            weight: 1.0,
-        },
-    ];
-    let parts = [
-        Part {
-            weight: 0.6,
-            loss: Loss::Target,
-        },
-        Part {
-            weight: 0.3,
-            loss: Loss::Target,
-        },
-        Part {
-            weight: 0.1,
-            loss: Loss::Distil,
-        },
-    ];
-    let batch = Objective {
-        prompt: &prompt,
-        injected: &injected,
-        parts: &parts,
-        rows: &rows,
-        teacher: Some(Teacher {
-            prompt: &teacher,
-            temperature: 2.0,
-        }),
-    };
-    let mut adapters = Adapters::new(&c, 4, 2, 17);
-    for (s, m) in adapters.sites.iter_mut().enumerate() {
-        m.coefs = vec![0.2 * s as f32 - 1.0, 0.1];
-        for ad in &mut m.modules {
-            ad.up = test_values(ad.up.len(), s as u64)
-                .iter()
-                .map(|x| x * 0.3)
-                .collect();
-        }
-    }
+    let case = MethodCase::new(&c);
+    let (prompt, injected, adapters) = (&case.prompt, &case.injected, &case.adapters);
+    let batch = case.objective();
     let dev = &burn.device;
-    let pt = tensor2(&prompt, 3, d, dev).require_grad();
-    let it = tensor2(&injected, 2, d, dev).require_grad();
-    let ba = burn_adapters(&adapters, dev);
+    let pt = tensor2(prompt, 3, d, dev).require_grad();
+    let it = tensor2(injected, 2, d, dev).require_grad();
+    let ba = burn_adapters(adapters, dev);
     let loss = burn_objective_loss(&burn, pt.clone(), Some(it.clone()), Some(&ba), &batch);
     let grads = loss.backward();
     let want_loss = loss.into_data().try_to_vec::<f32>().unwrap()[0];
-    wgsl.set_adapters(Some(&adapters)).unwrap();
+    wgsl.set_adapters(Some(adapters)).unwrap();
     let got = wgsl.loss_and_grads(&batch).await.unwrap();
     assert!(
         (got.loss - want_loss).abs() <= 1e-4 * want_loss,
@@ -650,8 +533,8 @@ async fn method_parts_on_webgpu_match_burn() {
     // Pooled states, and the prompt's gradient (of the logits' sum) through mixed states.
     let inputs = vec![vec![5, 9, 14, 1], vec![8, 1]];
     let at = vec![vec![0, 3], vec![1, 0]];
-    let pieces: Vec<Vec<Piece>> = inputs.iter().map(|v| tok(v)).collect();
-    let (emb, mask) = common::burn_embeds(&burn, tensor2(&prompt, 3, d, dev), None, &pieces, 7);
+    let pieces: Vec<Vec<Piece>> = inputs.iter().map(|v| Piece::tokens(v)).collect();
+    let (emb, mask) = common::burn_embeds(&burn, tensor2(prompt, 3, d, dev), None, &pieces, 7);
     let states = burn
         .encode_embeds(emb, &mask)
         .into_data()
@@ -664,24 +547,93 @@ async fn method_parts_on_webgpu_match_burn() {
         .map(|(i, j, k)| states[(i * 7 + 3 + j) * d + k])
         .collect();
     let got = wgsl
-        .pooled_states(&prompt, &inputs, &at)
+        .pooled_states(prompt, &inputs, &at)
         .await
         .unwrap()
         .concat();
     assert!(rel_err(&got, &want) <= 1e-4, "pooled states");
-    let pt = tensor2(&prompt, 3, d, dev).require_grad();
-    let (e1, m1) = common::burn_embeds(&burn, pt.clone(), None, &[tok(&[5, 9, 1])], 7);
-    let (e2, m2) = common::burn_embeds(&burn, pt.clone(), None, &[tok(&[8, 7, 6, 1])], 7);
+    let pt = tensor2(prompt, 3, d, dev).require_grad();
+    let (e1, m1) = common::burn_embeds(&burn, pt.clone(), None, &[Piece::tokens(&[5, 9, 1])], 7);
+    let (e2, m2) = common::burn_embeds(&burn, pt.clone(), None, &[Piece::tokens(&[8, 7, 6, 1])], 7);
     let h =
         burn.encode_embeds(e1, &m1).mul_scalar(0.3) + burn.encode_embeds(e2, &m2).mul_scalar(0.7);
     let mask: Vec<f32> = m1.iter().zip(&m2).map(|(a, b)| a.max(*b)).collect();
     let dec = metaprompt::model::Batch::new(&[vec![0, 4]]);
     let grads = burn.decode(&dec, h, &mask).sum().backward();
     let want = values(pt.grad(&grads).unwrap());
-    let got = mixed_grad(&wgsl, &prompt).await;
+    let got = mixed_grad(&wgsl, prompt).await;
     assert!(
         rel_err(&got, &want) <= 1e-4,
         "gradient through mixed states: {}",
         rel_err(&got, &want)
     );
+}
+
+/// The batch both browser method tests run: two target parts of different row weights, a
+/// distillation part (temperature 2), an injected vector, and two adapters at every site with
+/// every tensor non-zero.
+struct MethodCase {
+    prompt: Vec<f32>,
+    teacher: Vec<f32>,
+    injected: Vec<f32>,
+    rows: Vec<metaprompt::graph::Row>,
+    parts: [metaprompt::graph::Part; 3],
+    adapters: metaprompt::graph::Adapters,
+}
+
+impl MethodCase {
+    fn new(c: &metaprompt::model::T5Config) -> Self {
+        use metaprompt::graph::{Adapters, Loss, Part, Piece, Row};
+        use metaprompt::selfcheck::test_values;
+        let d = c.d_model;
+        let tok = Piece::tokens;
+        let mut first = tok(&[5, 9, 14, 1]);
+        first.insert(1, Piece::Injected(1));
+        let row = |input, target, part, weight| Row {
+            input,
+            target,
+            part,
+            weight,
+        };
+        let part = |weight, loss| Part { weight, loss };
+        let mut adapters = Adapters::new(c, 4, 2, 17);
+        for (s, m) in adapters.sites.iter_mut().enumerate() {
+            m.coefs = vec![0.2 * s as f32 - 1.0, 0.1];
+            for ad in &mut m.modules {
+                ad.up = test_values(ad.up.len(), s as u64)
+                    .iter()
+                    .map(|x| x * 0.3)
+                    .collect();
+            }
+        }
+        Self {
+            prompt: test_values(3 * d, 5),
+            teacher: test_values(2 * d, 9),
+            injected: test_values(2 * d, 13),
+            rows: vec![
+                row(first, vec![7, 1], 0, 1.0),
+                row(tok(&[8, 1]), vec![11, 12, 1], 1, 2.0),
+                row(tok(&[20, 21, 1]), vec![40, 1], 2, 1.0),
+            ],
+            parts: [
+                part(0.6, Loss::Target),
+                part(0.3, Loss::Target),
+                part(0.1, Loss::Distil),
+            ],
+            adapters,
+        }
+    }
+
+    fn objective(&self) -> metaprompt::graph::Objective<'_> {
+        metaprompt::graph::Objective {
+            prompt: &self.prompt,
+            injected: &self.injected,
+            parts: &self.parts,
+            rows: &self.rows,
+            teacher: Some(metaprompt::graph::Teacher {
+                prompt: &self.teacher,
+                temperature: 2.0,
+            }),
+        }
+    }
 }

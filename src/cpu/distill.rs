@@ -25,14 +25,15 @@ pub fn losses_and_grad_into_teacher(
         "distill: logits and weights differ"
     );
     let inv_t = 1.0 / temperature;
-    let row = |x: &[f32], r: usize| x[r * vocab..(r + 1) * vocab].to_vec();
+    let teacher_rows: &[f32] = teacher;
     let norms: Vec<(f32, f32, f32)> = par::map(weights.len(), |r| {
-        let (s, t) = (row(student, r), row(teacher, r));
-        let (ls, lt) = (log_sum_exp(&s, inv_t), log_sum_exp(&t, inv_t));
+        let at = r * vocab..(r + 1) * vocab;
+        let (s, t) = (&student[at.clone()], &teacher_rows[at]);
+        let (ls, lt) = (log_sum_exp(s, inv_t), log_sum_exp(t, inv_t));
         // Sums of up to 32k terms in f64: the reference is not the rounding the GPU is held to.
         let kl: f64 = s
             .iter()
-            .zip(&t)
+            .zip(t)
             .map(|(&x, &y)| {
                 let log_q = y * inv_t - lt;
                 (log_q.exp() * (log_q - (x * inv_t - ls))) as f64

@@ -119,19 +119,6 @@ impl Adapters {
         }
     }
 
-    /// The same shape, every value zero (a gradient accumulator).
-    pub fn zeros_like(&self) -> Self {
-        let sites = self
-            .sites
-            .iter()
-            .map(|m| Mixture {
-                modules: vec![Adapter::zeros(self.d, self.bottleneck); m.modules.len()],
-                coefs: vec![0.0; m.coefs.len()],
-            })
-            .collect();
-        Self { sites, ..*self }
-    }
-
     pub fn parameters(&self) -> usize {
         self.sites
             .iter()
@@ -318,18 +305,19 @@ impl<O: Ops> DeviceAdapters<O> {
     }
 
     /// From `dh` (the gradient of `h` after the sub-layer), the modules' and mixture weights'
-    /// gradients into their buffers, and the gradient of the sub-layer output `f`: `None` where
-    /// the site has no adapters (then it is `dh` itself).
+    /// gradients into their buffers, and (`input_grad`) the gradient of the sub-layer output
+    /// `f`: `None` where the site has no adapters (then it is `dh` itself) or it is not asked for.
     pub fn backward(
         &self,
         o: &O,
         tape: &AdapterTape<O>,
         dh: &O::Buf,
         rows: usize,
+        input_grad: bool,
     ) -> Option<O::Buf> {
         let (d, r) = (self.d, self.r);
         let m = self.active(tape.site)?;
-        let df = o.copy(dh, rows * d);
+        let df = input_grad.then(|| o.copy(dh, rows * d));
         for (i, ((ad, &pi), [z, a, out])) in m
             .modules
             .iter()
@@ -374,17 +362,19 @@ impl<O: Ops> DeviceAdapters<O> {
                 false,
             );
             o.column_sums(&dz, g(g_down_bias, r), rows, r);
-            o.gemm(
-                Mat::new(&dz, r),
-                false,
-                Mat::new(down, r),
-                true,
-                Mat::new(&df, d),
-                (rows, r, d),
-                true,
-            );
+            if let Some(df) = &df {
+                o.gemm(
+                    Mat::new(&dz, r),
+                    false,
+                    Mat::new(down, r),
+                    true,
+                    Mat::new(df, d),
+                    (rows, r, d),
+                    true,
+                );
+            }
         }
-        Some(df)
+        df
     }
 
     /// A copy of the gradients of the last backward, to read with [`GradientCopy::read`] (so

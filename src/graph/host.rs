@@ -39,6 +39,13 @@ pub enum Piece {
     Injected(usize),
 }
 
+impl Piece {
+    /// A sequence of tokens only.
+    pub fn tokens(ids: &[u32]) -> Vec<Piece> {
+        ids.iter().map(|&t| Piece::Token(t)).collect()
+    }
+}
+
 /// `prompt` (`[L, d]`, shared by the batch; may be empty) followed by each sequence's token
 /// embeddings from `shared`, padded with the pad token to the longest: `([B * S, d], key mask
 /// [B, S] with 1 at prompt and real tokens, S)`.
@@ -48,10 +55,7 @@ pub fn embed_inputs(
     prompt: &[f32],
     inputs: &[Vec<u32>],
 ) -> Result<(Vec<f32>, Vec<f32>, usize), KernelError> {
-    let pieces: Vec<Vec<Piece>> = inputs
-        .iter()
-        .map(|ids| ids.iter().map(|&t| Piece::Token(t)).collect())
-        .collect();
+    let pieces: Vec<Vec<Piece>> = inputs.iter().map(|ids| Piece::tokens(ids)).collect();
     embed_pieces(c, shared, prompt, &pieces, &[], 0)
 }
 

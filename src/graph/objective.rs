@@ -40,7 +40,7 @@ pub struct Row {
 impl Row {
     pub fn new(tokens: &[u32], target: Vec<u32>, part: usize) -> Self {
         Self {
-            input: tokens.iter().map(|&t| Piece::Token(t)).collect(),
+            input: Piece::tokens(tokens),
             target,
             part,
             weight: 1.0,
@@ -118,18 +118,14 @@ impl<O: Ops> T5Graph<O> {
             ));
         }
         let distils = batch.parts.iter().any(|p| p.loss == Loss::Distil);
-        let teacher = match batch.teacher {
-            Some(t) => Some(t),
-            None if distils => {
-                return Err(shape_error(
-                    "teacher",
-                    1,
-                    0,
-                    "a distillation part needs a teacher prompt".into(),
-                ));
-            }
-            None => None,
-        };
+        if distils && batch.teacher.is_none() {
+            return Err(shape_error(
+                "teacher",
+                1,
+                0,
+                "a distillation part needs a teacher prompt".into(),
+            ));
+        }
         let inputs: Vec<Vec<Piece>> = rows.iter().map(|r| r.input.clone()).collect();
         let targets: Vec<Vec<u32>> = rows.iter().map(|r| r.target.clone()).collect();
         let dec_inputs = teacher_inputs(c, &targets);
@@ -160,8 +156,8 @@ impl<O: Ops> T5Graph<O> {
             }
         }
         let n = ids.len();
-        let kd = match (teacher, distils) {
-            (Some(tch), true) => {
+        let kd = match batch.teacher.filter(|_| distils) {
+            Some(tch) => {
                 check_len(
                     "teacher prompt",
                     tch.prompt.len() % d,
@@ -178,7 +174,7 @@ impl<O: Ops> T5Graph<O> {
                 o.distill(&logits, &tl, &wb, &out, n, v, tch.temperature);
                 Some((tl, out))
             }
-            _ => None,
+            None => None,
         };
         let (idb, wb) = (o.upload_ids("targets", &ids)?, o.upload("weights", &hard)?);
         let ce = o.zeros("losses", n);

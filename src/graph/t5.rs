@@ -222,10 +222,7 @@ impl<O: Ops> T5Graph<O> {
     /// Encoder over `prompt` (`[L, d]` row-major, shared by the batch; may be empty) followed by
     /// each input's token embeddings, padded to the longest input.
     pub fn encode(&self, prompt: &[f32], inputs: &[Vec<u32>]) -> Result<Encoded<O>, KernelError> {
-        let pieces: Vec<Vec<Piece>> = inputs
-            .iter()
-            .map(|ids| ids.iter().map(|&t| Piece::Token(t)).collect())
-            .collect();
+        let pieces: Vec<Vec<Piece>> = inputs.iter().map(|ids| Piece::tokens(ids)).collect();
         self.encode_pieces(prompt, &pieces, &[], 0)
     }
 
@@ -557,18 +554,19 @@ impl<O: Ops> T5Graph<O> {
         }
     }
 
-    /// The adapters' backward at a sub-layer (their gradients into their buffers) and the
-    /// gradient at the sub-layer's output projection: `None` where there are no adapters (then
-    /// it is `dh`).
+    /// The adapters' backward at a sub-layer (their gradients into their buffers) and, with
+    /// `input_grad`, the gradient at the sub-layer's output projection: `None` where there are
+    /// no adapters (then it is `dh`).
     fn adapter_backward(
         &self,
         tape: &Option<AdapterTape<O>>,
         dh: &O::Buf,
         rows: usize,
+        input_grad: bool,
     ) -> Option<O::Buf> {
         let adapters = self.adapters.borrow();
         let (ad, t) = (adapters.as_ref()?, tape.as_ref()?);
-        ad.backward(&self.ops, t, dh, rows)
+        ad.backward(&self.ops, t, dh, rows, input_grad)
     }
 
     /// Trainable adapters inside every layer from now on (`None` removes them): encoding,
@@ -814,8 +812,8 @@ impl<O: Ops> T5Graph<O> {
             if i > 0 {
                 self.self_attention_backward(sa, &layer.ln_self, &layer.self_attn, &dh);
             } else {
-                // Its adapters still learn.
-                self.adapter_backward(&sa.adapter, &dh, b * t);
+                // Its adapters still learn; nothing below needs their input's gradient.
+                self.adapter_backward(&sa.adapter, &dh, b * t, false);
             }
             o.flush();
         }
@@ -846,7 +844,7 @@ impl<O: Ops> T5Graph<O> {
     ) {
         let (o, d, ff) = (&self.ops, self.config.d_model, self.config.d_ff);
         let rows = tape.rows;
-        let df = self.adapter_backward(&tape.adapter, dh, rows);
+        let df = self.adapter_backward(&tape.adapter, dh, rows, true);
         let dact = o.zeros("d activation", rows * ff);
         o.matmul(
             Mat::new(df.as_ref().unwrap_or(dh), d),
@@ -880,7 +878,7 @@ impl<O: Ops> T5Graph<O> {
         let (o, d, inner) = (&self.ops, self.config.d_model, self.config.inner_dim());
         let dims = tape.dims;
         let rows = dims.batch * dims.q_len;
-        let df = self.adapter_backward(&tape.adapter, dh, rows);
+        let df = self.adapter_backward(&tape.adapter, dh, rows, true);
         let dctx = o.zeros("d context", rows * inner);
         o.matmul(
             Mat::new(df.as_ref().unwrap_or(dh), d),

@@ -122,6 +122,10 @@ impl AdapterKernels {
             return;
         }
         let ((a_rs, a_cs), (b_rs, b_cs)) = (a.strides(), b.strides());
+        let (entry, groups) = match self.variant {
+            GemmVariant::Tiles => ("gemm", (n.div_ceil(16) as u32, m.div_ceil(16) as u32)),
+            GemmVariant::Direct => ("gemm_direct", groups_for(n * m.div_ceil(4), 64)),
+        };
         let p = GemmParams {
             m: m as u32,
             k: k as u32,
@@ -135,16 +139,8 @@ impl AdapterKernels {
             b_cs,
             c_off: c.offset as u32,
             c_rs: c.stride as u32,
-            groups_x: 0,
-            _pad: [0; 3],
-        };
-        let (entry, groups) = match self.variant {
-            GemmVariant::Tiles => ("gemm", (n.div_ceil(16) as u32, m.div_ceil(16) as u32)),
-            GemmVariant::Direct => ("gemm_direct", groups_for(n * m.div_ceil(4), 64)),
-        };
-        let p = GemmParams {
             groups_x: groups.0,
-            ..p
+            _pad: [0; 3],
         };
         let buffers = [a.mat.buf, b.mat.buf, c.buf];
         let what = || (format!("matmul_f32 {m}x{k}x{n}"), 2.0 * (m * k * n) as f64);
