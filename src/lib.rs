@@ -7,6 +7,7 @@ pub mod cpu;
 pub mod gpu;
 pub mod graph;
 pub mod kernels;
+pub mod lifelong;
 pub mod meta;
 pub mod model;
 pub mod prompt;

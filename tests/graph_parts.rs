@@ -388,6 +388,46 @@ fn both_backends_sample_the_same_tokens_from_one_seed() {
     assert!((hits - want).abs() < 0.02, "p(1) {hits} vs softmax {want}");
 }
 
+/// Each step's next-token logits from incremental decoding (the decoder cache) and, for the
+/// same teacher-forced tokens, the full decoder's logits at every position, both `[b, n, v]`.
+async fn stepwise_and_full<O: Ops>(
+    t5: &T5Graph<O>,
+    p: &[f32],
+    forced: &[u32],
+) -> (Vec<f32>, Vec<f32>) {
+    let (v, n) = (t5.config.vocab_size, forced.len());
+    let inputs = vec![vec![5, 9, 14, 1], vec![8, 1], vec![20, 21, 22, 23, 24, 1]];
+    let b = inputs.len();
+    let enc = t5.encode(p, &inputs).unwrap();
+    let mut steps = vec![0f32; b * n * v];
+    let mut calls = 0;
+    let out = t5
+        .generate_with(&enc.memory, n, |row, seq| {
+            let (bi, pos) = (calls % b, seq.len() - 1);
+            steps[(bi * n + pos) * v..(bi * n + pos + 1) * v].copy_from_slice(row);
+            calls += 1;
+            forced[pos]
+        })
+        .await
+        .unwrap();
+    assert_eq!(out, vec![forced.to_vec(); b]);
+    let dec = vec![[&[t5.config.decoder_start_token_id][..], &forced[..n - 1]].concat(); b];
+    let (logits, _) = t5.decode(&enc.memory, &dec).unwrap();
+    (steps, t5.ops.read(logits, b * n * v).await.unwrap())
+}
+
+#[test]
+fn incremental_decoding_gives_the_full_decoders_logits() {
+    let m = models();
+    let p = prompt(&m, 3, 9);
+    let forced = [17, 4, 58, 4, 30, 61, 2, 9];
+    let (a, b) = pollster::block_on(stepwise_and_full(&m.cpu, &p, &forced));
+    close("CPU: cached vs full decoder logits", &a, &b, 1e-5);
+    let (c, d) = pollster::block_on(stepwise_and_full(&m.gpu, &p, &forced));
+    close("WGSL: cached vs full decoder logits", &c, &d, 1e-4);
+    close("WGSL vs CPU cached logits", &c, &a, 1e-3);
+}
+
 /// Adapters with two modules at every site, every tensor non-zero (so that every gradient is),
 /// unequal coefficients.
 fn test_adapters(c: &T5Config) -> Adapters {

@@ -23,12 +23,19 @@ mod tune_cmd;
 mod meta_cmd;
 
 #[cfg(not(target_arch = "wasm32"))]
+#[path = "metaprompt/lifelong.rs"]
+mod lifelong_cmd;
+
+#[cfg(not(target_arch = "wasm32"))]
 mod cli {
     use crate::data;
+    use crate::lifelong_cmd;
     use crate::meta_cmd;
     use crate::tune_cmd;
     use clap::{Parser, Subcommand, ValueEnum};
     use metaprompt::gpu::Gpu;
+    use metaprompt::lifelong::lfpt5::PseudoConfig;
+    use metaprompt::lifelong::{LifelongConfig, Method};
     use metaprompt::meta::{Algo, MetaConfig};
     use metaprompt::model::checkpoint::Checkpoint;
     use metaprompt::model::{LoadedModel, T5Config};
@@ -109,6 +116,9 @@ mod cli {
         /// Meta Prompt Tuning: learn a prompt initialisation over the source tasks (MAML, FoMAML,
         /// Reptile) or the multi-task baseline; checkpoints and resumes.
         MetaTrain(MetaTrainArgs),
+        /// Lifelong few-shot learning: LFPT5 and its baselines over a task stream, for each
+        /// seed -> a markdown report (score matrices, forgetting) and the runs as JSON.
+        Lifelong(LifelongArgs),
         /// Benchmarks: `bench tune` times prompt-tuning steps on flan-t5-small; `bench kernels`
         /// splits one step's GPU time by kernel (our WGSL kernels, timestamp queries); `bench
         /// gemm` times our CPU matmul at each of the step's shapes.
@@ -202,6 +212,98 @@ mod cli {
         data: PathBuf,
         #[command(flatten)]
         engine: EngineArgs,
+    }
+
+    /// `lifelong`'s settings.
+    #[derive(clap::Args)]
+    struct LifelongArgs {
+        /// lfpt5 | sequential | replay | multitask (comma-separated).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "lfpt5,sequential,replay,multitask"
+        )]
+        methods: Vec<String>,
+        /// The authors' seeds; each draws the shots and the order within each task type.
+        #[arg(long, value_delimiter = ',', default_value = "42,142,242")]
+        seeds: Vec<u64>,
+        #[arg(long, default_value = "lifelong")]
+        suite: String,
+        /// These tasks instead of the suite (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        tasks: Vec<String>,
+        /// Per class (per task without labels), for training and again for validation.
+        #[arg(long, default_value_t = 16)]
+        shots: usize,
+        /// Optimiser steps per task.
+        #[arg(long, default_value_t = LifelongConfig::default().steps)]
+        steps: usize,
+        #[arg(long, default_value_t = LifelongConfig::default().batch)]
+        batch: usize,
+        #[arg(long, default_value_t = LifelongConfig::default().lr)]
+        lr: f32,
+        /// adafactor | adam
+        #[arg(long, default_value = "adafactor")]
+        optimizer: String,
+        /// Prompt length.
+        #[arg(long, default_value_t = 20)]
+        len: usize,
+        #[arg(long, default_value_t = LifelongConfig::default().max_input)]
+        max_input: usize,
+        #[arg(long, default_value_t = LifelongConfig::default().valid_every)]
+        valid_every: usize,
+        /// Longest pseudo example LFPT5 generates, in tokens.
+        #[arg(long, default_value_t = 128)]
+        max_tokens: usize,
+        /// Score at most this many test examples per task.
+        #[arg(long, default_value_t = 100)]
+        max_test: usize,
+        #[arg(long, default_value = "results/lfpt5.md")]
+        out: PathBuf,
+        /// Recompute every run (otherwise finished runs with the same settings are reused).
+        #[arg(long)]
+        fresh: bool,
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        #[command(flatten)]
+        engine: EngineArgs,
+    }
+
+    impl LifelongArgs {
+        fn args(&self) -> Result<lifelong_cmd::LifelongArgs, String> {
+            let methods = self
+                .methods
+                .iter()
+                .map(|m| Method::parse(m))
+                .collect::<Result<_, _>>()?;
+            let config = LifelongConfig {
+                steps: self.steps,
+                batch: self.batch,
+                lr: self.lr,
+                optimizer: tune_cmd::parse_optimizer(&self.optimizer)?,
+                len: self.len,
+                max_input: self.max_input,
+                valid_every: self.valid_every,
+                pseudo: PseudoConfig {
+                    max_tokens: self.max_tokens,
+                    ..PseudoConfig::default()
+                },
+                ..LifelongConfig::default()
+            };
+            Ok(lifelong_cmd::LifelongArgs {
+                methods,
+                seeds: self.seeds.clone(),
+                suite: self.suite.clone(),
+                tasks: self.tasks.clone(),
+                shots: self.shots,
+                max_test: self.max_test,
+                config,
+                data: self.data.clone(),
+                out: self.out.clone(),
+                fresh: self.fresh,
+                command_line: command_line(),
+            })
+        }
     }
 
     impl MetaTrainArgs {
@@ -395,6 +497,10 @@ mod cli {
                         command_line: command_line(),
                     },
                 )
+            })(),
+            Command::Lifelong(args) => (|| {
+                let a = args.args()?;
+                lifelong_cmd::lifelong(&args.engine.load()?, &a)
             })(),
             Command::Bench {
                 what,

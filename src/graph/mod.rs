@@ -14,4 +14,4 @@ pub use host::Piece;
 pub use objective::{Gradients, Loss, Objective, Part, Row, Teacher};
 pub use ops::{Bias, KeyValues, LoadError, Mat, Ops};
 pub use sampling::Sampler;
-pub use t5::{DecoderTape, Encoded, Memory, T5Graph};
+pub use t5::{DecoderCache, DecoderTape, Encoded, Memory, T5Graph};

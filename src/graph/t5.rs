@@ -119,6 +119,15 @@ pub struct Encoded<O: Ops> {
     last: O::Buf,
 }
 
+/// What incremental decoding keeps between steps: per decoder layer, the fused q/k/v of every
+/// position so far (`[B, max_len, 3 * inner]`), and the self-attention position bias
+/// `[H, max_len, max_len]` on the host.
+pub struct DecoderCache<O: Ops> {
+    pub max_len: usize,
+    layers: Vec<O::Buf>,
+    position: Vec<f32>,
+}
+
 /// The decoder's logits' inputs for backward.
 pub struct DecoderTape<O: Ops> {
     /// Decoder length (start token + longest target but its last token).
@@ -609,6 +618,140 @@ impl<O: Ops> T5Graph<O> {
         m: &Memory<O>,
         dec_inputs: &[Vec<u32>],
     ) -> Result<(O::Buf, DecoderTape<O>), KernelError> {
+        let (n, tape) = self.decoder_states(m, dec_inputs)?;
+        let (o, c) = (&self.ops, &self.config);
+        let rows = m.batch * tape.len;
+        let logits = o.zeros("logits", rows * c.vocab_size);
+        let out = Mat::new(&logits, c.vocab_size);
+        o.matmul(
+            Mat::new(&n, c.d_model),
+            rows,
+            &self.lm_head,
+            false,
+            out,
+            false,
+        );
+        Ok((logits, tape))
+    }
+
+    /// One step of incremental decoding: the newest token of each sequence (`tokens`, at
+    /// position `pos`) through the decoder, its fused q/k/v written into `cache` beside those of
+    /// the earlier positions, which its self-attention reads masked to `0..=pos`. Returns the
+    /// next-token logits `[B, vocab]`: one row per sequence per step instead of the whole prefix.
+    pub fn decode_step(
+        &self,
+        m: &Memory<O>,
+        cache: &DecoderCache<O>,
+        tokens: &[u32],
+        pos: usize,
+    ) -> Result<O::Buf, KernelError> {
+        let c = &self.config;
+        let (o, d, inner, h) = (&self.ops, c.d_model, c.inner_dim(), c.num_heads);
+        let (b, s, l, w) = (m.batch, m.len, cache.max_len, 3 * c.inner_dim());
+        check_len("decoder tokens", tokens.len(), b, "one per encoded input")?;
+        if pos >= l {
+            return Err(KernelError::Shape {
+                tensor: "decoder cache",
+                expected: l,
+                got: pos + 1,
+                why: format!("position {pos} is past the cache's {l} positions"),
+            });
+        }
+        let single: Vec<Vec<u32>> = tokens.iter().map(|&t| vec![t]).collect();
+        let (x, _, _) = embed_inputs(c, &self.shared, &[], &single)?;
+        let mut x = o.upload("decoder token", &x)?;
+        // Row `pos` of the `[H, L, L]` bias: the query at `pos` against every cached key.
+        let row: Vec<f32> = (0..h)
+            .flat_map(|hi| cache.position[(hi * l + pos) * l..(hi * l + pos + 1) * l].to_vec())
+            .collect();
+        let position = o.upload("position bias", &row)?;
+        let seen: Vec<f32> = (0..b * l)
+            .map(|i| if i % l <= pos { 1.0 } else { 0.0 })
+            .collect();
+        let seen = o.upload("cached keys", &seen)?;
+        let self_bias = Bias {
+            position: Some(&position),
+            key_mask: Some(&seen),
+            causal: false,
+        };
+        let cross_bias = Bias {
+            position: None,
+            key_mask: Some(&m.mask),
+            causal: false,
+        };
+        for (i, ((layer, kv), qkv)) in self
+            .decoder
+            .iter()
+            .zip(&m.cross)
+            .zip(&cache.layers)
+            .enumerate()
+        {
+            let site = |sub| Adapters::site(c, true, i, sub);
+            let n = o.zeros("normed", b * d);
+            o.rms_norm(&x, &layer.ln_self, &n, b, d, self.eps());
+            let newest = Mat {
+                buf: qkv,
+                offset: pos * w,
+                stride: l * w,
+            };
+            o.matmul(
+                Mat::new(&n, d),
+                b,
+                &layer.self_attn.wqkv,
+                false,
+                newest,
+                false,
+            );
+            let dims = self.dims(b, 1, l);
+            let probs = o.zeros("probs", b * h * l);
+            let ctx = o.zeros("context", b * inner);
+            let keys = KeyValues {
+                buf: qkv,
+                stride: w,
+                k_col: inner,
+                v_col: 2 * inner,
+            };
+            o.attention(dims, newest, keys, self_bias, &probs, Mat::new(&ctx, inner));
+            let sa_site = site(Sublayer::SelfAttention);
+            let (hs, _) =
+                self.project_out(&x, Mat::new(&ctx, inner), b, &layer.self_attn.wo, sa_site);
+            let (hs, _) =
+                self.cross_attention(hs, &layer.ln_cross, &layer.cross, kv, (b, 1, s), cross_bias);
+            let (hs, _) =
+                self.feed_forward(hs, &layer.ln_ff, &layer.ff, b, site(Sublayer::FeedForward));
+            x = hs;
+            o.flush();
+        }
+        let n = o.zeros("normed", b * d);
+        o.rms_norm(&x, &self.dec_norm, &n, b, d, self.eps());
+        let logits = o.zeros("next-token logits", b * c.vocab_size);
+        let out = Mat::new(&logits, c.vocab_size);
+        o.matmul(Mat::new(&n, d), b, &self.lm_head, false, out, false);
+        Ok(logits)
+    }
+
+    /// An empty cache for decoding `batch` sequences of up to `max_len` positions.
+    pub fn decoder_cache(&self, batch: usize, max_len: usize) -> DecoderCache<O> {
+        let c = &self.config;
+        let l = max_len.max(1);
+        DecoderCache {
+            max_len: l,
+            layers: (0..self.decoder.len())
+                .map(|_| {
+                    self.ops
+                        .zeros("decoder cache", batch * l * 3 * c.inner_dim())
+                })
+                .collect(),
+            position: position_bias(c, &self.dec_position, l, l, false),
+        }
+    }
+
+    /// The decoder stack and its final norm: `[B * T, d]` normed states and the tape.
+    fn decoder_states(
+        &self,
+        m: &Memory<O>,
+        dec_inputs: &[Vec<u32>],
+    ) -> Result<(O::Buf, DecoderTape<O>), KernelError> {
         let c = &self.config;
         let (o, d) = (&self.ops, c.d_model);
         check_len(
@@ -657,15 +800,12 @@ impl<O: Ops> T5Graph<O> {
         }
         let n = o.zeros("normed", b * t * d);
         o.rms_norm(&x, &self.dec_norm, &n, b * t, d, self.eps());
-        let logits = o.zeros("logits", b * t * c.vocab_size);
-        let out = Mat::new(&logits, c.vocab_size);
-        o.matmul(Mat::new(&n, d), b * t, &self.lm_head, false, out, false);
         let tape = DecoderTape {
             len: t,
             layers,
             last: x,
         };
-        Ok((logits, tape))
+        Ok((n, tape))
     }
 
     /// Sum of log-probabilities of each `targets[b]` given encoded input `b`: rank
@@ -687,7 +827,7 @@ impl<O: Ops> T5Graph<O> {
         Ok(sequence_scores(&lp, &w, t, targets.len()))
     }
 
-    /// Decoding decoding of up to `max_new` tokens for every encoded input; stops at EOS, which is
+    /// Greedy decoding of up to `max_new` tokens for every encoded input; stops at EOS, which is
     /// not returned.
     pub async fn generate(
         &self,
@@ -698,8 +838,8 @@ impl<O: Ops> T5Graph<O> {
     }
 
     /// Decoding of up to `max_new` tokens, the next token of each sequence chosen by
-    /// `pick(next-token logits, the sequence so far)` (greedy, or a [`super::Sampler`]'s draw).
-    /// No key/value cache: each step re-runs the decoder over the prefix.
+    /// `pick(next-token logits, the sequence so far)` (greedy, or a [`super::Sampler`]'s draw);
+    /// incremental, over a [`DecoderCache`].
     pub async fn generate_with(
         &self,
         m: &Memory<O>,
@@ -709,12 +849,13 @@ impl<O: Ops> T5Graph<O> {
         let c = &self.config;
         let v = c.vocab_size;
         let mut g = Decoding::new(c, m.batch);
-        for _ in 0..max_new {
-            let (logits, tape) = self.decode(m, &g.seqs)?;
-            let t = tape.len;
-            let logits = self.ops.read(logits, m.batch * t * v).await?;
+        let cache = self.decoder_cache(m.batch, max_new);
+        for pos in 0..max_new {
+            let newest: Vec<u32> = g.seqs.iter().map(|q| q[pos]).collect();
+            let logits = self.decode_step(m, &cache, &newest, pos)?;
+            let logits = self.ops.read(logits, m.batch * v).await?;
             let next: Vec<u32> = (0..m.batch)
-                .map(|bi| pick(&logits[(bi * t + t - 1) * v..(bi * t + t) * v], &g.seqs[bi]))
+                .map(|bi| pick(&logits[bi * v..(bi + 1) * v], &g.seqs[bi]))
                 .collect();
             if g.push_tokens(c, &next) {
                 break;

@@ -6,7 +6,7 @@
 use super::tune::{Pair, TuneError, loss};
 use super::{SoftPrompt, encode_with_prompt};
 use crate::cpu::CpuT5;
-use crate::graph::{Ops, T5Graph};
+use crate::graph::{Gradients, Objective, Ops, Sampler, T5Graph};
 use crate::kernels::GpuT5;
 use crate::model::{Batch, T5, T5Config};
 use burn::tensor::Tensor;
@@ -167,6 +167,39 @@ impl Engine<'_> {
     }
 }
 
+impl Engine<'_> {
+    /// The loss of a batch of several parts (task, generator, distillation rows) and its
+    /// gradients: the continual-learning methods' step. `what` names the method in the error
+    /// burn's ops give.
+    pub async fn loss_and_grads(
+        &self,
+        batch: &Objective<'_>,
+        what: &'static str,
+    ) -> Result<Gradients, TuneError> {
+        match self {
+            Engine::Burn(_) => Err(TuneError::NeedsOurEngine(what)),
+            Engine::Ours(t5) => Ok(t5.loss_and_grads(batch).await?),
+            Engine::Wgpu(t5) => Ok(t5.loss_and_grads(batch).await?),
+        }
+    }
+
+    /// Sampled decoding of up to `max_new` tokens per input (without the closing EOS), each
+    /// token drawn by `sampler` (LFPT5's pseudo examples).
+    pub async fn sample(
+        &self,
+        prompt: Option<&SoftPrompt>,
+        inputs: &[Vec<u32>],
+        max_new: usize,
+        sampler: &mut Sampler,
+    ) -> Result<Vec<Vec<u32>>, TuneError> {
+        match self {
+            Engine::Burn(_) => Err(TuneError::NeedsOurEngine("sampling")),
+            Engine::Ours(t5) => graph::sample(t5, prompt, inputs, max_new, sampler).await,
+            Engine::Wgpu(t5) => graph::sample(t5, prompt, inputs, max_new, sampler).await,
+        }
+    }
+}
+
 /// Appends each input's score for one label to its row.
 fn keep(out: &mut [Vec<f32>], scores: Vec<f32>) {
     for (row, s) in out.iter_mut().zip(scores) {
@@ -228,5 +261,17 @@ mod graph {
     ) -> Result<Vec<Vec<u32>>, TuneError> {
         let enc = t5.encode(values(prompt), inputs)?;
         Ok(t5.generate(&enc.memory, max_new).await?)
+    }
+
+    pub async fn sample<O: Ops>(
+        t5: &T5Graph<O>,
+        prompt: Option<&SoftPrompt>,
+        inputs: &[Vec<u32>],
+        max_new: usize,
+        sampler: &mut Sampler,
+    ) -> Result<Vec<Vec<u32>>, TuneError> {
+        let enc = t5.encode(values(prompt), inputs)?;
+        let pick = |row: &[f32], seq: &[u32]| sampler.pick(row, seq);
+        Ok(t5.generate_with(&enc.memory, max_new, pick).await?)
     }
 }

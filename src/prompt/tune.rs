@@ -98,6 +98,8 @@ pub enum TuneError {
     ReadBack(String),
     #[error("our GPU kernels: {0}")]
     Kernel(#[from] crate::kernels::KernelError),
+    #[error("{0} runs on our engines only (CPU or WGSL kernels), not burn's generic ops")]
+    NeedsOurEngine(&'static str),
 }
 
 /// Mean cross-entropy per target token of `pairs` under `prompt` (a tracked tensor when

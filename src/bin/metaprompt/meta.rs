@@ -29,7 +29,7 @@ pub struct MetaArgs {
     pub command_line: String,
 }
 
-fn git_commit() -> String {
+pub fn git_commit() -> String {
     std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()

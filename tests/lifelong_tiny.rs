@@ -1,0 +1,230 @@
+//! The lifelong methods end to end on the tiny random T5 (flan-t5-small's tokenizer) with our
+//! CPU engine: a stream of two classification tasks and a generation task. What must hold
+//! whatever the weights: the score matrix fills in task by task, LFPT5 generates and judges
+//! pseudo examples of the earlier task of the same type (and none across types), a new task
+//! type leaves the earlier type's prompt and scores untouched, a run is reproducible from its
+//! seed, Stop stops, and the training loss falls.
+#![cfg(not(target_arch = "wasm32"))]
+
+use metaprompt::cpu::CpuT5;
+use metaprompt::lifelong::lfpt5::{PseudoConfig, Verdict};
+use metaprompt::lifelong::{LifelongConfig, LifelongRun, Method, Progress, StreamTask, run};
+use metaprompt::model::checkpoint::Checkpoint;
+use metaprompt::model::tiny::random_checkpoint;
+use metaprompt::model::{LoadedModel, T5Config};
+use metaprompt::prompt::engine::Engine;
+use metaprompt::tasks::{Counts, Example, Provenance, TaskInfo, TaskKind};
+use std::ops::ControlFlow;
+
+fn info(name: &str, kind: TaskKind, labels: &[&str]) -> TaskInfo {
+    TaskInfo {
+        name: name.into(),
+        kind,
+        source: Provenance {
+            package: "test".into(),
+            version: "0".into(),
+            path: String::new(),
+            license: String::new(),
+        },
+        labels: labels.iter().map(|s| s.to_string()).collect(),
+        verbalizer: Default::default(),
+        counts: Counts { train: 0, test: 0 },
+        note: String::new(),
+    }
+}
+
+/// `n` examples alternating between the two word lists' labels.
+fn examples(words: [&[&str]; 2], labels: [&str; 2], n: usize, from: usize) -> Vec<Example> {
+    (from..from + n)
+        .map(|i| {
+            let c = i % 2;
+            let w = words[c][i / 2 % words[c].len()];
+            Example::new(format!("i saw a {w} near the house"), labels[c])
+        })
+        .collect()
+}
+
+fn task(name: &str, words: [&[&str]; 2], labels: [&str; 2]) -> StreamTask {
+    StreamTask::new(
+        info(name, TaskKind::Classification, &labels),
+        examples(words, labels, 6, 0),
+        examples(words, labels, 4, 6),
+        examples(words, labels, 4, 10),
+    )
+    .unwrap()
+}
+
+fn stream() -> Vec<StreamTask> {
+    let echo = |i: usize| {
+        let w = ["river", "stone", "cloud", "field", "bread", "glass"][i % 6];
+        Example::new(format!("repeat: {w} and more"), w)
+    };
+    let gen_examples = |r: std::ops::Range<usize>| r.map(echo).collect::<Vec<_>>();
+    vec![
+        task(
+            "food",
+            [&["apple", "pear", "plum"], &["car", "bus", "train"]],
+            ["fruit", "vehicle"],
+        ),
+        task(
+            "animals",
+            [&["dog", "cat", "hamster"], &["lion", "tiger", "wolf"]],
+            ["pet", "wild"],
+        ),
+        StreamTask::new(
+            info("echo", TaskKind::Generation, &[]),
+            gen_examples(0..6),
+            gen_examples(6..9),
+            gen_examples(9..12),
+        )
+        .unwrap(),
+    ]
+}
+
+fn config() -> LifelongConfig {
+    LifelongConfig {
+        steps: 12,
+        batch: 4,
+        len: 4,
+        max_input: 32,
+        valid_every: 4,
+        eval_batch: 8,
+        pseudo: PseudoConfig {
+            max_tokens: 24,
+            per_class: 2,
+            rounds: 1,
+            ..PseudoConfig::default()
+        },
+        seed: 3,
+        ..LifelongConfig::default()
+    }
+}
+
+struct Tiny {
+    model: LoadedModel,
+    cpu: CpuT5,
+}
+
+fn tiny() -> Tiny {
+    let path = std::path::Path::new("models/flan-t5-small/tokenizer.json");
+    let tokenizer = std::fs::read(path).expect("run scripts/fetch-model.sh first");
+    let c = T5Config::tiny_full_vocab();
+    let bytes = random_checkpoint(&c, 7);
+    let config = serde_json::to_vec(&c).unwrap();
+    let model = LoadedModel::from_bytes(&bytes, &config, &tokenizer, &burn::tensor::Device::flex())
+        .unwrap();
+    let cpu = CpuT5::from_checkpoint(&Checkpoint::parse(&bytes, &c).unwrap(), &c).unwrap();
+    Tiny { model, cpu }
+}
+
+/// A run and the training losses it reported, per task.
+fn go(t: &Tiny, method: Method) -> (LifelongRun, Vec<Vec<f32>>) {
+    let tasks = stream();
+    let mut losses = vec![Vec::new(); tasks.len()];
+    let mut on = |p: Progress| {
+        if let Progress::Step { task, loss, .. } = p {
+            losses[task].push(loss);
+        }
+        ControlFlow::Continue(())
+    };
+    let engine = Engine::Ours(&t.cpu);
+    let r = pollster::block_on(run(engine, &t.model, &tasks, method, &config(), &mut on)).unwrap();
+    (r, losses)
+}
+
+#[test]
+fn every_method_fills_the_score_matrix_and_lfpt5_replays_within_a_type() {
+    let t = tiny();
+    for method in Method::ALL {
+        let (r, losses) = go(&t, method);
+        let name = method.name();
+        assert_eq!(r.order, ["food", "animals", "echo"], "{name}");
+        assert_eq!(r.metrics, ["accuracy", "accuracy", "ROUGE-L"], "{name}");
+        let shape: Vec<usize> = r.scores.iter().map(Vec::len).collect();
+        assert_eq!(shape, [1, 2, 3], "{name}");
+        assert!(r.scores.iter().flatten().all(|s| (0.0..=1.0).contains(s)));
+        assert_eq!(r.forgetting().len(), 2);
+        assert!(
+            r.best_step.iter().all(|&s| s <= 12),
+            "{name}: {:?}",
+            r.best_step
+        );
+        assert!(losses.iter().all(|l| l.len() == 12), "{name}");
+        // Loss falls on the first task (every method trains it from the same start the same
+        // way but LFPT5, which adds its generator rows): the last four steps against the first
+        // four, each a full pass over the six examples' minibatches.
+        let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+        let (early, late) = (mean(&losses[0][..4]), mean(&losses[0][8..]));
+        println!("margin: {name} task-0 training loss {early:.3} -> {late:.3}");
+        assert!(late < 0.9 * early, "{name}: {early} -> {late}");
+        if method == Method::Lfpt5 {
+            // Before `animals`, pseudo examples of `food` (same type), none of the others.
+            assert_eq!(r.pseudo.len(), 1);
+            let set = &r.pseudo[0];
+            assert_eq!(set.task, "food");
+            assert_eq!(
+                set.samples.len(),
+                2 * 2 * 2,
+                "2 classes x quota 2, twice over"
+            );
+            let kept = set.samples.iter().filter(|s| s.verdict == Verdict::Kept);
+            assert_eq!(kept.count(), set.train.len() + set.valid.len());
+            assert!(
+                set.train
+                    .iter()
+                    .all(|e| ["fruit", "vehicle"].contains(&e.target.as_str()))
+            );
+            // `echo` is a new type with its own prompt: the classification prompt and so its
+            // scores are what they were after `animals`.
+            assert_eq!(r.scores[2][..2], r.scores[1][..2]);
+        } else {
+            assert!(r.pseudo.is_empty());
+        }
+    }
+}
+
+#[test]
+fn a_run_is_reproducible_and_stops_when_told() {
+    let t = tiny();
+    let (a, _) = go(&t, Method::Lfpt5);
+    let (b, _) = go(&t, Method::Lfpt5);
+    assert_eq!(a.scores, b.scores);
+    assert_eq!(a.pseudo[0].samples, b.pseudo[0].samples);
+
+    let tasks = stream();
+    let mut steps = 0;
+    let mut stop = |p: Progress| {
+        if matches!(p, Progress::Step { .. }) {
+            steps += 1;
+        }
+        if steps == 3 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    };
+    let engine = Engine::Ours(&t.cpu);
+    let r = pollster::block_on(run(
+        engine,
+        &t.model,
+        &tasks,
+        Method::Sequential,
+        &config(),
+        &mut stop,
+    ))
+    .unwrap();
+    assert_eq!(steps, 3);
+    assert_eq!(r.best_step.len(), 1);
+
+    // burn's generic ops have no multi-part step: a clear error, not a panic.
+    let e = pollster::block_on(run(
+        Engine::Burn(&t.model.t5),
+        &t.model,
+        &tasks,
+        Method::Sequential,
+        &config(),
+        &mut |_| ControlFlow::Continue(()),
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("runs on our engines only"), "{e}");
+}
