@@ -121,9 +121,10 @@ mod cli {
         Lifelong(LifelongArgs),
         /// Benchmarks: `bench tune` times prompt-tuning steps on flan-t5-small; `bench kernels`
         /// splits one step's GPU time by kernel (our WGSL kernels, timestamp queries); `bench
-        /// gemm` times our CPU matmul at each of the step's shapes.
+        /// gemm` times our CPU matmul at each of the step's shapes; `bench generate` times
+        /// decoding with the decoder cache beside recomputing the prefix.
         Bench {
-            /// What to time: tune | kernels | gemm.
+            /// What to time: tune | kernels | gemm | generate.
             what: String,
             #[arg(long, default_value_t = 5)]
             steps: usize,
@@ -515,9 +516,11 @@ mod cli {
                     tune_cmd::bench_gemm(steps);
                     Ok(())
                 }
+                "generate" => tune_cmd::bench_generate(&engine.load()?, steps, 8, 64),
                 _ => Err(format!(
                     "bench {what:?}: expected `tune` (ms per tuning step), `kernels` (GPU \
-                         time per kernel in one step) or `gemm` (our CPU matmul per step shape)"
+                         time per kernel in one step), `gemm` (our CPU matmul per step shape) \
+                         or `generate` (decoding 64 tokens for 8 inputs, cached and not)"
                 )),
             })(),
             Command::Generate {

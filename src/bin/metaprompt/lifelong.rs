@@ -75,6 +75,9 @@ pub fn lifelong(r: &Runner, args: &LifelongArgs) -> Result<(), String> {
         },
     };
     let key = serde_json::to_value(&key).expect("key as JSON");
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
     let store_path = args.out.with_extension("runs.json");
     let mut saved = std::fs::read_to_string(&store_path)
         .ok()
@@ -204,9 +207,6 @@ pub fn lifelong(r: &Runner, args: &LifelongArgs) -> Result<(), String> {
         save(&saved)?;
     }
     let report = report(args, &r.name, &saved);
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
     write_atomic(&args.out, &report)?;
     write_atomic(
         &args.out.with_extension("json"),

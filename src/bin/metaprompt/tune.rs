@@ -3,7 +3,8 @@
 use burn::tensor::Device;
 use metaprompt::cpu::CpuT5;
 use metaprompt::gpu::Gpu;
-use metaprompt::graph::Adapters;
+use metaprompt::graph::host::argmax;
+use metaprompt::graph::{Adapters, Ops, T5Graph};
 use metaprompt::kernels::GpuT5;
 use metaprompt::kernels::profile;
 use metaprompt::meta::Provenance;
@@ -796,6 +797,88 @@ pub fn bench_gemm(reps: usize) {
             }
         }
     }
+}
+
+/// Decoding time on our engine, the cached step ([`T5Graph::generate_with`]: the newest token
+/// through the decoder) beside recomputing the whole prefix every step (what generation did
+/// before the cache), on the same inputs in one run; both must produce the same tokens.
+pub fn bench_generate(r: &Runner, reps: usize, batch: usize, max_new: usize) -> Result<(), String> {
+    let text = "summarize: The council approved the plan for a new bridge over the river on \
+                Tuesday, after two years of debate about its cost and the traffic it would bring.";
+    let input = r.model.tokenizer.encode(text).map_err(|e| e.to_string())?;
+    let inputs = vec![input; batch.max(1)];
+    match &r.ours {
+        Some(Ours::Cpu(t5)) => bench_generate_on(t5, &r.name, &inputs, reps, max_new),
+        Some(Ours::Gpu(t5)) => bench_generate_on(t5, &r.name, &inputs, reps, max_new),
+        None => Err("bench generate times our engines: use --kernels ours".into()),
+    }
+}
+
+fn bench_generate_on<O: Ops>(
+    t5: &T5Graph<O>,
+    name: &str,
+    inputs: &[Vec<u32>],
+    reps: usize,
+    max_new: usize,
+) -> Result<(), String> {
+    let c = &t5.config;
+    let err = |e: metaprompt::kernels::KernelError| e.to_string();
+    // Greedy but never EOS, so that every run decodes exactly `max_new` tokens.
+    let pick = |row: &[f32]| -> u32 {
+        let mut row = row.to_vec();
+        row[c.eos_token_id as usize] = f32::NEG_INFINITY;
+        argmax(&row)
+    };
+    let enc = t5.encode(&[], inputs).map_err(err)?;
+    let m = &enc.memory;
+    let cached =
+        || pollster::block_on(t5.generate_with(m, max_new, |row, _| pick(row))).map_err(err);
+    let full = || -> Result<Vec<Vec<u32>>, String> {
+        let v = c.vocab_size;
+        let mut seqs = vec![vec![c.decoder_start_token_id]; m.batch];
+        for _ in 0..max_new {
+            let (logits, tape) = t5.decode(m, &seqs).map_err(err)?;
+            let t = tape.len;
+            let logits = pollster::block_on(t5.ops.read(logits, m.batch * t * v)).map_err(err)?;
+            for (bi, seq) in seqs.iter_mut().enumerate() {
+                seq.push(pick(&logits[(bi * t + t - 1) * v..(bi * t + t) * v]));
+            }
+        }
+        Ok(seqs.into_iter().map(|s| s[1..].to_vec()).collect())
+    };
+    let time =
+        |f: &dyn Fn() -> Result<Vec<Vec<u32>>, String>| -> Result<(f64, Vec<Vec<u32>>), String> {
+            let mut out = f()?; // warm-up
+            let mut ms = Vec::new();
+            for _ in 0..reps.max(1) {
+                let t0 = Instant::now();
+                out = f()?;
+                ms.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+            ms.sort_by(f64::total_cmp);
+            Ok((ms[ms.len() / 2], out))
+        };
+    let (a, ta) = time(&cached)?;
+    let (b, tb) = time(&full)?;
+    if ta != tb {
+        return Err("the cached and the full-prefix decoders chose different tokens".into());
+    }
+    let tokens = (m.batch * max_new) as f64;
+    println!(
+        "bench generate [{name}] batch {}, {} input tokens, {max_new} new tokens, median of {} runs:",
+        m.batch,
+        m.len,
+        reps.max(1)
+    );
+    for (what, ms) in [("cached decoder", a), ("full prefix each step", b)] {
+        println!(
+            "  {what:<22} {ms:>9.0} ms  {:>7.2} ms/token step  {:>8.1} tokens/s",
+            ms / max_new as f64,
+            tokens / ms * 1e3
+        );
+    }
+    println!("  same tokens; the cache is {:.1}x faster", b / a);
+    Ok(())
 }
 
 /// GPU time per kernel in one tuning step with our WGSL kernels, from timestamp queries: which
