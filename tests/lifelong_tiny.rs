@@ -7,7 +7,7 @@
 #![cfg(not(target_arch = "wasm32"))]
 
 use metaprompt::cpu::CpuT5;
-use metaprompt::lifelong::lfpt5::{PseudoConfig, Verdict};
+use metaprompt::lifelong::lfpt5::{PseudoConfig, SEPARATOR, Verdict};
 use metaprompt::lifelong::{LifelongConfig, LifelongRun, Method, Progress, StreamTask, run};
 use metaprompt::model::checkpoint::Checkpoint;
 use metaprompt::model::tiny::random_checkpoint;
@@ -227,4 +227,33 @@ fn a_run_is_reproducible_and_stops_when_told() {
     ))
     .unwrap_err();
     assert!(e.to_string().contains("runs on our engines only"), "{e}");
+}
+
+#[test]
+fn the_separator_survives_the_repetition_penalty() {
+    // The generator must write the separator between input and label while LFPT5's repetition
+    // penalty (2.5) divides the logit of every token already written: a separator spelt with a
+    // repeated token (the authors' `__ans__` is "_" four times in T5's pieces) is all but
+    // forbidden; ours is one token.
+    let t = tiny();
+    let eos = t.model.t5.config.eos_token_id;
+    let pieces = |s: &str| -> Vec<u32> {
+        let mut ids = t.model.tokenizer.encode(s).unwrap();
+        ids.retain(|&i| i != eos);
+        ids
+    };
+    let ours = pieces(&format!("a fine film {SEPARATOR} positive"));
+    let sep = pieces(&format!(" {SEPARATOR}"));
+    assert_eq!(sep.len(), 1, "{sep:?}");
+    assert!(ours.windows(1).any(|w| w == sep.as_slice()));
+    let theirs = pieces(" __ans__");
+    let mut sorted = theirs.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert!(
+        sorted.len() < theirs.len(),
+        "{theirs:?} has no repeated piece"
+    );
+    let text = t.model.tokenizer.decode(&ours).unwrap();
+    assert_eq!(text.split(SEPARATOR).count(), 2, "{text}");
 }

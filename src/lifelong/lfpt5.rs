@@ -1,16 +1,19 @@
 //! LFPT5 (Qin & Joty, ICLR 2022; qcwthu/Lifelong-Fewshot-Language-Learning): one soft prompt is
 //! both the **solver** (input -> target) and the **generator** (a task's generation token ->
-//! a whole example `"{input} __ans__ {target}"`). Before each new task the generator writes
+//! a whole example `"{input} | {target}"`). Before each new task the generator writes
 //! pseudo examples of the earlier tasks of the same type; they are filtered, mixed into the new
 //! task's data and distilled from the prompt as it was when the task began:
 //! `L = (1 - k) (L_task + lm L_lm) + k L_KD`.
 //!
 //! Where ours departs from their code:
 //! - the prompt is a prefix (theirs: a suffix after the input), 20 vectors (theirs: 300);
-//! - the generation token is existing words, "generate {task}:" (theirs: a new vocabulary id);
+//! - the generation token is existing words, "generate {task}:" (theirs: a new vocabulary id),
+//!   and the separator is " | ", one existing token (theirs: `__ans__`, an added token; spelt
+//!   in T5's words it is six pieces with "_" four times, which their repetition penalty of 2.5
+//!   all but forbids to repeat: no sample passed the filter);
 //! - L_KD is a mean per pseudo target token (theirs: a sum over the vocabulary and positions
 //!   per row, 7-48 against a task loss near 2), with the paper's k;
-//! - summaries: the generator writes "{document} __ans__ {summary}" like every other type,
+//! - summaries: the generator writes "{document} | {summary}" like every other type,
 //!   within the 128-token cap (theirs: documents of >= 256 words, lead-3 as the summary);
 //! - NER: a generated label is kept when every entity is of a known type and appears in the
 //!   generated sentence ("none" included; theirs: exactly one entity).
@@ -26,8 +29,9 @@ use crate::tasks::metrics::parse_entities;
 use crate::tasks::{Example, TaskInfo, TaskKind};
 use serde::{Deserialize, Serialize};
 
-/// Splits a generated example into input and target.
-pub const SEPARATOR: &str = "__ans__";
+/// Splits a generated example into input and target: one token of T5's vocabulary ("▁|"), so
+/// the repetition penalty cannot break it up.
+pub const SEPARATOR: &str = "|";
 
 /// The loss coefficients of a task type (the paper's, per type).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -294,13 +298,13 @@ mod tests {
         let t = info(TaskKind::Classification, &["fresh", "rotten"]);
         assert_eq!(generation_input(&t), "generate rotten tomatoes:");
         let text = generator_target(&t, &Example::new("a fine film", "fresh"));
-        assert_eq!(text, "a fine film __ans__ good");
+        assert_eq!(text, "a fine film | good");
         let s = judge(&t, &[], &text);
         assert_eq!(
             (s.verdict, s.input.as_str(), s.target.as_str()),
             (Verdict::Kept, "a fine film", "fresh")
         );
-        assert_eq!(judge(&t, &[], "x __ans__ Rotten").target, "rotten");
+        assert_eq!(judge(&t, &[], "x | Rotten").target, "rotten");
     }
 
     #[test]
@@ -310,39 +314,30 @@ mod tests {
             judge(&t, &[], "no separator").verdict,
             Verdict::NotTwoParts(1)
         );
+        assert_eq!(judge(&t, &[], "a | b | c").verdict, Verdict::NotTwoParts(3));
+        assert_eq!(judge(&t, &[], " | good").verdict, Verdict::EmptyPart);
         assert_eq!(
-            judge(&t, &[], "a __ans__ b __ans__ c").verdict,
-            Verdict::NotTwoParts(3)
-        );
-        assert_eq!(judge(&t, &[], " __ans__ good").verdict, Verdict::EmptyPart);
-        assert_eq!(
-            judge(&t, &[], "film __ans__ great").verdict,
+            judge(&t, &[], "film | great").verdict,
             Verdict::UnknownLabel
         );
         let ner = info(TaskKind::Ner, &[]);
         let types = entity_types(&[Example::new("Paris", "paris [location]")]);
         assert_eq!(types, ["location"]);
-        let ok = judge(&ner, &types, "I saw Paris __ans__ Paris [location]");
+        let ok = judge(&ner, &types, "I saw Paris | Paris [location]");
         assert_eq!(ok.verdict, Verdict::Kept);
-        assert_eq!(
-            judge(&ner, &types, "I slept __ans__ none").verdict,
-            Verdict::Kept
-        );
-        let absent = judge(&ner, &types, "I saw Rome __ans__ Paris [location]");
+        assert_eq!(judge(&ner, &types, "I slept | none").verdict, Verdict::Kept);
+        let absent = judge(&ner, &types, "I saw Rome | Paris [location]");
         assert_eq!(
             absent.verdict,
             Verdict::BadEntity("paris [location]".into())
         );
-        let unknown = judge(&ner, &types, "I saw Paris __ans__ Paris [city]");
+        let unknown = judge(&ner, &types, "I saw Paris | Paris [city]");
         assert!(matches!(unknown.verdict, Verdict::BadEntity(_)));
         assert!(matches!(
-            judge(&ner, &types, "x __ans__ junk").verdict,
+            judge(&ner, &types, "x | junk").verdict,
             Verdict::BadEntity(_)
         ));
         let summary = info(TaskKind::Generation, &[]);
-        assert_eq!(
-            judge(&summary, &[], "doc __ans__ sum").verdict,
-            Verdict::Kept
-        );
+        assert_eq!(judge(&summary, &[], "doc | sum").verdict, Verdict::Kept);
     }
 }

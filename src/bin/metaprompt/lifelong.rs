@@ -157,22 +157,28 @@ pub fn lifelong(r: &Runner, args: &LifelongArgs) -> Result<(), String> {
                         .iter()
                         .filter(|s| s.verdict == Verdict::Kept)
                         .count();
-                    bar.println(format!(
-                        "  before {}: {kept}/{} pseudo examples of {} kept ({:.0} s)",
-                        names[before],
-                        set.samples.len(),
-                        set.task,
-                        set.seconds
-                    ));
+                    say(
+                        &bar,
+                        format!(
+                            "  before {}: {kept}/{} pseudo examples of {} kept ({:.0} s)",
+                            names[before],
+                            set.samples.len(),
+                            set.task,
+                            set.seconds
+                        ),
+                    );
                 }
                 Progress::Scored { after, task, score } => {
                     if task == after {
-                        bar.println(format!(
-                            "  {} seed {seed}: after {}: {}",
-                            method.name(),
-                            names[after],
-                            score
-                        ));
+                        say(
+                            &bar,
+                            format!(
+                                "  {} seed {seed}: after {}: {}",
+                                method.name(),
+                                names[after],
+                                score
+                            ),
+                        );
                     }
                 }
                 Progress::Validated { .. } => {}
@@ -215,6 +221,15 @@ pub fn lifelong(r: &Runner, args: &LifelongArgs) -> Result<(), String> {
     println!("{report}");
     println!("wrote {}", args.out.display());
     Ok(())
+}
+
+/// A line above the bar, or on stdout when the bar is hidden (not a terminal: a log).
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        println!("{line}");
+    } else {
+        bar.println(line);
+    }
 }
 
 fn pm(xs: &[f64]) -> String {
@@ -261,9 +276,10 @@ fn report(args: &LifelongArgs, engine: &str, s: &Store) -> String {
     let _ = writeln!(
         md,
         "Ours, not the authors' code: prefix prompt of {} vectors (theirs 300, a suffix), the \
-         generation token is the words \"generate <task>:\", distillation is a mean per pseudo \
+         generation token is the words \"generate <task>:\" and the separator \" | \" (theirs \
+         __ans__, an added token), distillation is a mean per pseudo \
          target token with the paper's k, model selection on validation loss (theirs: score), \
-         summaries are generated as \"document __ans__ summary\" within {} tokens, NER pseudo \
+         summaries are generated as \"document | summary\" within {} tokens, NER pseudo \
          labels are kept when every entity is of a known type and in the sentence.\n",
         c.len, c.pseudo.max_tokens
     );
