@@ -254,8 +254,14 @@ mod cli {
         #[arg(long, default_value_t = LifelongConfig::default().valid_every)]
         valid_every: usize,
         /// Longest pseudo example LFPT5 generates, in tokens.
-        #[arg(long, default_value_t = 128)]
+        #[arg(long, default_value_t = PseudoConfig::default().max_tokens)]
         max_tokens: usize,
+        /// LFPT5's sampling: the top-k cut (0: none).
+        #[arg(long, default_value_t = PseudoConfig::default().top_k)]
+        top_k: usize,
+        /// LFPT5's sampling: CTRL's penalty on tokens already written (1: none).
+        #[arg(long, default_value_t = PseudoConfig::default().repetition_penalty)]
+        repetition_penalty: f32,
         /// Score at most this many test examples per task.
         #[arg(long, default_value_t = 100)]
         max_test: usize,
@@ -287,6 +293,8 @@ mod cli {
                 valid_every: self.valid_every,
                 pseudo: PseudoConfig {
                     max_tokens: self.max_tokens,
+                    top_k: self.top_k,
+                    repetition_penalty: self.repetition_penalty,
                     ..PseudoConfig::default()
                 },
                 ..LifelongConfig::default()
