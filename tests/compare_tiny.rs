@@ -5,13 +5,11 @@
 //! a JSON round trip (what the page's history stores).
 #![cfg(not(target_arch = "wasm32"))]
 
+mod common;
+
 use metaprompt::compare::{
     ContenderLog, Duel, InitChoice, Prepared, RunRecord, Settings, Status, split_per_class,
 };
-use metaprompt::cpu::CpuT5;
-use metaprompt::model::checkpoint::Checkpoint;
-use metaprompt::model::tiny::random_checkpoint;
-use metaprompt::model::{LoadedModel, T5Config};
 use metaprompt::prompt::engine::Engine;
 use metaprompt::prompt::initial_prompt;
 use metaprompt::text::examples::{Limits, parse};
@@ -31,14 +29,7 @@ clumsy and predictable\tnegative
 
 #[test]
 fn two_contenders_train_side_by_side_on_pasted_examples() {
-    let dir = std::path::Path::new("models/flan-t5-small/tokenizer.json");
-    let tokenizer = std::fs::read(dir).expect("run scripts/fetch-model.sh first");
-    let c = T5Config::tiny_full_vocab();
-    let bytes = random_checkpoint(&c, 7);
-    let config = serde_json::to_vec(&c).unwrap();
-    let model = LoadedModel::from_bytes(&bytes, &config, &tokenizer, &burn::tensor::Device::flex())
-        .unwrap();
-    let cpu = CpuT5::from_checkpoint(&Checkpoint::parse(&bytes, &c).unwrap(), &c).unwrap();
+    let (model, cpu) = common::tiny_with_tokenizer();
     let engine = Engine::Ours(&cpu);
 
     let pasted = parse(PASTE, &Limits::default());

@@ -6,32 +6,15 @@
 //! seed, Stop stops, and the training loss falls.
 #![cfg(not(target_arch = "wasm32"))]
 
+mod common;
+
 use metaprompt::cpu::CpuT5;
 use metaprompt::lifelong::lfpt5::{PseudoConfig, SEPARATOR, Verdict};
 use metaprompt::lifelong::{LifelongConfig, LifelongRun, Method, Progress, StreamTask, run};
-use metaprompt::model::checkpoint::Checkpoint;
-use metaprompt::model::tiny::random_checkpoint;
-use metaprompt::model::{LoadedModel, T5Config};
+use metaprompt::model::LoadedModel;
 use metaprompt::prompt::engine::Engine;
-use metaprompt::tasks::{Counts, Example, Provenance, TaskInfo, TaskKind};
+use metaprompt::tasks::{Example, TaskInfo, TaskKind};
 use std::ops::ControlFlow;
-
-fn info(name: &str, kind: TaskKind, labels: &[&str]) -> TaskInfo {
-    TaskInfo {
-        name: name.into(),
-        kind,
-        source: Provenance {
-            package: "test".into(),
-            version: "0".into(),
-            path: String::new(),
-            license: String::new(),
-        },
-        labels: labels.iter().map(|s| s.to_string()).collect(),
-        verbalizer: Default::default(),
-        counts: Counts { train: 0, test: 0 },
-        note: String::new(),
-    }
-}
 
 /// `n` examples alternating between the two word lists' labels.
 fn examples(words: [&[&str]; 2], labels: [&str; 2], n: usize, from: usize) -> Vec<Example> {
@@ -46,7 +29,7 @@ fn examples(words: [&[&str]; 2], labels: [&str; 2], n: usize, from: usize) -> Ve
 
 fn task(name: &str, words: [&[&str]; 2], labels: [&str; 2]) -> StreamTask {
     StreamTask::new(
-        info(name, TaskKind::Classification, &labels),
+        TaskInfo::pasted(name, TaskKind::Classification, &labels),
         examples(words, labels, 6, 0),
         examples(words, labels, 4, 6),
         examples(words, labels, 4, 10),
@@ -72,7 +55,7 @@ fn stream() -> Vec<StreamTask> {
             ["pet", "wild"],
         ),
         StreamTask::new(
-            info("echo", TaskKind::Generation, &[]),
+            TaskInfo::pasted("echo", TaskKind::Generation, &[]),
             gen_examples(0..6),
             gen_examples(6..9),
             gen_examples(9..12),
@@ -106,14 +89,7 @@ struct Tiny {
 }
 
 fn tiny() -> Tiny {
-    let path = std::path::Path::new("models/flan-t5-small/tokenizer.json");
-    let tokenizer = std::fs::read(path).expect("run scripts/fetch-model.sh first");
-    let c = T5Config::tiny_full_vocab();
-    let bytes = random_checkpoint(&c, 7);
-    let config = serde_json::to_vec(&c).unwrap();
-    let model = LoadedModel::from_bytes(&bytes, &config, &tokenizer, &burn::tensor::Device::flex())
-        .unwrap();
-    let cpu = CpuT5::from_checkpoint(&Checkpoint::parse(&bytes, &c).unwrap(), &c).unwrap();
+    let (model, cpu) = common::tiny_with_tokenizer();
     Tiny { model, cpu }
 }
 

@@ -274,23 +274,11 @@ pub async fn generate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tasks::{Counts, Provenance};
 
     fn info(kind: TaskKind, labels: &[&str]) -> TaskInfo {
-        TaskInfo {
-            name: "rotten_tomatoes".into(),
-            kind,
-            source: Provenance {
-                package: "test".into(),
-                version: "0".into(),
-                path: String::new(),
-                license: String::new(),
-            },
-            labels: labels.iter().map(|s| s.to_string()).collect(),
-            verbalizer: [("fresh".to_string(), "good".to_string())].into(),
-            counts: Counts { train: 0, test: 0 },
-            note: String::new(),
-        }
+        let mut t = TaskInfo::pasted("rotten_tomatoes", kind, labels);
+        t.verbalizer = [("fresh".to_string(), "good".to_string())].into();
+        t
     }
 
     #[test]

@@ -132,23 +132,9 @@ pub fn order(mut tasks: Vec<StreamTask>, seed: u64) -> Vec<StreamTask> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tasks::{Counts, Provenance};
 
     fn info(name: &str, kind: TaskKind, labels: &[&str]) -> TaskInfo {
-        TaskInfo {
-            name: name.into(),
-            kind,
-            source: Provenance {
-                package: "test".into(),
-                version: "0".into(),
-                path: String::new(),
-                license: String::new(),
-            },
-            labels: labels.iter().map(|s| s.to_string()).collect(),
-            verbalizer: Default::default(),
-            counts: Counts { train: 0, test: 0 },
-            note: String::new(),
-        }
+        TaskInfo::pasted(name, kind, labels)
     }
 
     fn pool(n: usize) -> Vec<Example> {

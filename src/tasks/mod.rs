@@ -109,6 +109,25 @@ pub struct TaskInfo {
 }
 
 impl TaskInfo {
+    /// A task given by the user (pasted examples) rather than derived from a package: its
+    /// labels are their own words, no counts yet.
+    pub fn pasted(name: &str, kind: TaskKind, labels: &[&str]) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            source: Provenance {
+                package: "pasted".into(),
+                version: String::new(),
+                path: String::new(),
+                license: String::new(),
+            },
+            labels: labels.iter().map(|s| s.to_string()).collect(),
+            verbalizer: BTreeMap::new(),
+            counts: Counts { train: 0, test: 0 },
+            note: String::new(),
+        }
+    }
+
     /// The words T5 should generate for `label` (the label itself when unmapped).
     pub fn verbalize<'a>(&'a self, label: &'a str) -> &'a str {
         self.verbalizer.get(label).map_or(label, String::as_str)

@@ -176,3 +176,21 @@ pub fn burn_adapters(adapters: &Adapters, dev: &Device) -> BurnAdapters {
             .collect(),
     }
 }
+
+/// The tiny random T5 (seed 7) with flan-t5-small's vocabulary and tokenizer, so that real text
+/// works as on the real model: loaded for burn (CPU) and for our CPU engine.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn tiny_with_tokenizer() -> (metaprompt::model::LoadedModel, metaprompt::cpu::CpuT5) {
+    use metaprompt::model::checkpoint::Checkpoint;
+    let path = std::path::Path::new("models/flan-t5-small/tokenizer.json");
+    let tokenizer = std::fs::read(path).expect("run scripts/fetch-model.sh first");
+    let c = T5Config::tiny_full_vocab();
+    let bytes = metaprompt::model::tiny::random_checkpoint(&c, 7);
+    let config = serde_json::to_vec(&c).unwrap();
+    let model =
+        metaprompt::model::LoadedModel::from_bytes(&bytes, &config, &tokenizer, &Device::flex())
+            .unwrap();
+    let ckpt = Checkpoint::parse(&bytes, &c).unwrap();
+    let cpu = metaprompt::cpu::CpuT5::from_checkpoint(&ckpt, &c).unwrap();
+    (model, cpu)
+}
