@@ -107,7 +107,7 @@ impl Verdict {
         match self {
             Self::Kept => "kept".into(),
             Self::QuotaFull => "class quota full".into(),
-            Self::NotTwoParts(n) => format!("{n} parts around {SEPARATOR} (need 2)"),
+            Self::NotTwoParts(n) => format!("{n} parts around the separator (need 2)"),
             Self::EmptyPart => "empty input or target".into(),
             Self::UnknownLabel => "not one of the task's labels".into(),
             Self::BadEntity(e) => format!("entity {e:?} unknown or not in the sentence"),

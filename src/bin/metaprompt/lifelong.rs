@@ -247,11 +247,12 @@ fn report(args: &LifelongArgs, engine: &str, s: &Store) -> String {
             .filter(|r| r.method == m && args.seeds.contains(&r.seed))
             .collect()
     };
-    let _ = writeln!(
-        md,
-        "# LFPT5 against its baselines: `{}` stream\n",
-        args.suite
-    );
+    let stream = if args.tasks.is_empty() {
+        format!("the `{}` suite", args.suite)
+    } else {
+        args.tasks.join(", ")
+    };
+    let _ = writeln!(md, "# LFPT5 against its baselines: {stream}\n");
     let _ = writeln!(md, "Command: `{}`\n", args.command_line);
     let _ = writeln!(
         md,
@@ -400,7 +401,11 @@ fn report(args: &LifelongArgs, engine: &str, s: &Store) -> String {
                     };
                     *why.entry(reason).or_default() += 1;
                 }
-                let why: Vec<String> = why.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                // Table cells: a `|` in a reason would split the cell.
+                let why: Vec<String> = why
+                    .iter()
+                    .map(|(k, v)| format!("{}: {v}", k.replace('|', "\\|")))
+                    .collect();
                 let kept = set
                     .samples
                     .iter()
@@ -435,7 +440,7 @@ fn report(args: &LifelongArgs, engine: &str, s: &Store) -> String {
                     md,
                     "| {} | {} | {} |",
                     x.task,
-                    cut.replace('|', "/"),
+                    cut.replace('|', "\\|"),
                     x.target
                 );
             }
