@@ -618,19 +618,62 @@ impl<O: Ops> T5Graph<O> {
         m: &Memory<O>,
         dec_inputs: &[Vec<u32>],
     ) -> Result<(O::Buf, DecoderTape<O>), KernelError> {
-        let (n, tape) = self.decoder_states(m, dec_inputs)?;
-        let (o, c) = (&self.ops, &self.config);
-        let rows = m.batch * tape.len;
-        let logits = o.zeros("logits", rows * c.vocab_size);
+        let c = &self.config;
+        let (o, d) = (&self.ops, c.d_model);
+        check_len(
+            "decoder inputs",
+            dec_inputs.len(),
+            m.batch,
+            "one per encoded input",
+        )?;
+        let (b, s) = (m.batch, m.len);
+        let (x, _, t) = embed_inputs(c, &self.shared, &[], dec_inputs)?;
+        let mut x = o.upload("decoder input", &x)?;
+        let position = position_bias(c, &self.dec_position, t, t, false);
+        let position = o.upload("position bias", &position)?;
+        // No padding mask on decoder self-attention: causality keeps padding after the target
+        // out of every position that is scored.
+        let self_bias = Bias {
+            position: Some(&position),
+            key_mask: None,
+            causal: true,
+        };
+        let cross_bias = Bias {
+            position: None,
+            key_mask: Some(&m.mask),
+            causal: false,
+        };
+        let mut layers = Vec::with_capacity(self.decoder.len());
+        for (i, (layer, kv)) in self.decoder.iter().zip(&m.cross).enumerate() {
+            let site = |sub| Adapters::site(c, true, i, sub);
+            let sa_site = site(Sublayer::SelfAttention);
+            let (h, sa) = self.self_attention(
+                x,
+                &layer.ln_self,
+                &layer.self_attn,
+                b,
+                t,
+                self_bias,
+                sa_site,
+            );
+            let (h, ca) =
+                self.cross_attention(h, &layer.ln_cross, &layer.cross, kv, (b, t, s), cross_bias);
+            let ff_site = site(Sublayer::FeedForward);
+            let (h, ff) = self.feed_forward(h, &layer.ln_ff, &layer.ff, b * t, ff_site);
+            layers.push((sa, ca, ff));
+            x = h;
+            o.flush();
+        }
+        let n = o.zeros("normed", b * t * d);
+        o.rms_norm(&x, &self.dec_norm, &n, b * t, d, self.eps());
+        let logits = o.zeros("logits", b * t * c.vocab_size);
         let out = Mat::new(&logits, c.vocab_size);
-        o.matmul(
-            Mat::new(&n, c.d_model),
-            rows,
-            &self.lm_head,
-            false,
-            out,
-            false,
-        );
+        o.matmul(Mat::new(&n, d), b * t, &self.lm_head, false, out, false);
+        let tape = DecoderTape {
+            len: t,
+            layers,
+            last: x,
+        };
         Ok((logits, tape))
     }
 
@@ -744,68 +787,6 @@ impl<O: Ops> T5Graph<O> {
                 .collect(),
             position: position_bias(c, &self.dec_position, l, l, false),
         }
-    }
-
-    /// The decoder stack and its final norm: `[B * T, d]` normed states and the tape.
-    fn decoder_states(
-        &self,
-        m: &Memory<O>,
-        dec_inputs: &[Vec<u32>],
-    ) -> Result<(O::Buf, DecoderTape<O>), KernelError> {
-        let c = &self.config;
-        let (o, d) = (&self.ops, c.d_model);
-        check_len(
-            "decoder inputs",
-            dec_inputs.len(),
-            m.batch,
-            "one per encoded input",
-        )?;
-        let (b, s) = (m.batch, m.len);
-        let (x, _, t) = embed_inputs(c, &self.shared, &[], dec_inputs)?;
-        let mut x = o.upload("decoder input", &x)?;
-        let position = position_bias(c, &self.dec_position, t, t, false);
-        let position = o.upload("position bias", &position)?;
-        // No padding mask on decoder self-attention: causality keeps padding after the target
-        // out of every position that is scored.
-        let self_bias = Bias {
-            position: Some(&position),
-            key_mask: None,
-            causal: true,
-        };
-        let cross_bias = Bias {
-            position: None,
-            key_mask: Some(&m.mask),
-            causal: false,
-        };
-        let mut layers = Vec::with_capacity(self.decoder.len());
-        for (i, (layer, kv)) in self.decoder.iter().zip(&m.cross).enumerate() {
-            let site = |sub| Adapters::site(c, true, i, sub);
-            let sa_site = site(Sublayer::SelfAttention);
-            let (h, sa) = self.self_attention(
-                x,
-                &layer.ln_self,
-                &layer.self_attn,
-                b,
-                t,
-                self_bias,
-                sa_site,
-            );
-            let (h, ca) =
-                self.cross_attention(h, &layer.ln_cross, &layer.cross, kv, (b, t, s), cross_bias);
-            let ff_site = site(Sublayer::FeedForward);
-            let (h, ff) = self.feed_forward(h, &layer.ln_ff, &layer.ff, b * t, ff_site);
-            layers.push((sa, ca, ff));
-            x = h;
-            o.flush();
-        }
-        let n = o.zeros("normed", b * t * d);
-        o.rms_norm(&x, &self.dec_norm, &n, b * t, d, self.eps());
-        let tape = DecoderTape {
-            len: t,
-            layers,
-            last: x,
-        };
-        Ok((n, tape))
     }
 
     /// Sum of log-probabilities of each `targets[b]` given encoded input `b`: rank

@@ -135,10 +135,10 @@ struct Item {
     pseudo: bool,
 }
 
-/// Token rows of an item: the solver's, and LFPT5's generator's.
+/// Token rows of an item: the solver's, and LFPT5's generator's (only LFPT5 trains one).
 struct Tokens {
     solver: Pair,
-    generator: Pair,
+    generator: Option<Pair>,
     pseudo: bool,
 }
 
@@ -174,7 +174,8 @@ pub async fn run(
         let t0 = crate::clock::now_ms();
         let ty = task.ty();
         if method == Method::Lfpt5 {
-            // A new type starts from the prompt the last type ended with.
+            // A type seen before continues from its own prompt; a new type starts from the
+            // prompt the last task ended with (`current` as it is).
             if let Some((_, p)) = prompts.iter().find(|(t, _)| *t == ty) {
                 current = p.clone();
             }
@@ -194,16 +195,8 @@ pub async fn run(
                 for (i, t) in stream[..j].iter().enumerate() {
                     let labels = t.info.kind.has_labels().then_some(t.info.labels.as_slice());
                     let seed = rng.next_u64();
-                    let keep = |from: &[Example]| -> Vec<Item> {
-                        k_shot(from, half, labels, seed)
-                            .into_iter()
-                            .map(|example| Item {
-                                task: i,
-                                example,
-                                pseudo: false,
-                            })
-                            .collect()
-                    };
+                    let keep =
+                        |from: &[Example]| items(i, &k_shot(from, half, labels, seed), false);
                     train.extend(keep(&t.train));
                     valid.extend(keep(&t.valid));
                 }
@@ -213,17 +206,8 @@ pub async fn run(
                     let set =
                         lfpt5::generate(engine, model, &current, t, &cfg.pseudo, rng.next_u64())
                             .await?;
-                    let items = |v: &[Example]| -> Vec<Item> {
-                        v.iter()
-                            .map(|e| Item {
-                                task: i,
-                                example: e.clone(),
-                                pseudo: true,
-                            })
-                            .collect()
-                    };
-                    train.extend(items(&set.train));
-                    valid.extend(items(&set.valid));
+                    train.extend(items(i, &set.train, true));
+                    valid.extend(items(i, &set.valid, true));
                     if on(Progress::Generated {
                         before: j,
                         set: &set,
@@ -236,9 +220,11 @@ pub async fn run(
                 }
             }
         }
-        let tokens = tokenize(model, stream, &train, cfg)?;
-        let valid = tokenize(model, stream, &valid, cfg)?;
-        let valid: Vec<Pair> = valid.into_iter().map(|t| t.solver).collect();
+        let tokens = tokenize(model, stream, &train, method == Method::Lfpt5, cfg)?;
+        let valid: Vec<Pair> = valid
+            .iter()
+            .map(|it| solver_pair(model, stream, it, cfg))
+            .collect::<Result<_, _>>()?;
         let teacher = current.clone();
         let learned = learn(
             engine,
@@ -308,50 +294,61 @@ pub async fn run(
 }
 
 fn own_items(task: usize, t: &StreamTask) -> (Vec<Item>, Vec<Item>) {
-    let items = |v: &[Example]| -> Vec<Item> {
-        v.iter()
-            .map(|e| Item {
-                task,
-                example: e.clone(),
-                pseudo: false,
-            })
-            .collect()
-    };
-    (items(&t.train), items(&t.valid))
+    (items(task, &t.train, false), items(task, &t.valid, false))
 }
 
+fn items(task: usize, examples: &[Example], pseudo: bool) -> Vec<Item> {
+    examples
+        .iter()
+        .map(|e| Item {
+            task,
+            example: e.clone(),
+            pseudo,
+        })
+        .collect()
+}
+
+fn solver_pair(
+    model: &LoadedModel,
+    stream: &[StreamTask],
+    it: &Item,
+    cfg: &LifelongConfig,
+) -> Result<Pair, LifelongError> {
+    let info = &stream[it.task].info;
+    let one = std::slice::from_ref(&it.example);
+    Ok(eval::pairs(model, info, one, cfg.max_input)?.remove(0))
+}
+
+/// The solver's tokens of every item, and with `generator` LFPT5's generator rows too.
 fn tokenize(
     model: &LoadedModel,
     stream: &[StreamTask],
     items: &[Item],
+    generator: bool,
     cfg: &LifelongConfig,
 ) -> Result<Vec<Tokens>, LifelongError> {
     let tok = &model.tokenizer;
     let eos = model.t5.config.eos_token_id;
+    let generator_pair = |it: &Item| -> Result<Pair, LifelongError> {
+        let info = &stream[it.task].info;
+        // The generator's target keeps its separator and label whole: the input part is what
+        // gets cut to fit the cap.
+        let tail = tok.encode(&format!("{SEPARATOR} {}", target_text(info, &it.example)))?;
+        let mut target: Vec<u32> = tok.encode(&it.example.input)?;
+        target.retain(|&t| t != eos);
+        target.truncate(cfg.pseudo.max_tokens.saturating_sub(tail.len()));
+        target.extend(tail);
+        Ok(Pair {
+            input: tok.encode(&generation_input(info))?,
+            target,
+        })
+    };
     items
         .iter()
         .map(|it| {
-            let info = &stream[it.task].info;
-            let solver = eval::pairs(
-                model,
-                info,
-                std::slice::from_ref(&it.example),
-                cfg.max_input,
-            )?
-            .remove(0);
-            // The generator's target keeps its separator and label whole: the input part is
-            // what gets cut to fit the cap.
-            let tail = tok.encode(&format!("{SEPARATOR} {}", target_text(info, &it.example)))?;
-            let mut input: Vec<u32> = tok.encode(&it.example.input)?;
-            input.retain(|&t| t != eos);
-            input.truncate(cfg.pseudo.max_tokens.saturating_sub(tail.len()));
-            input.extend(tail);
             Ok(Tokens {
-                solver,
-                generator: Pair {
-                    input: tok.encode(&generation_input(info))?,
-                    target: input,
-                },
+                solver: solver_pair(model, stream, it, cfg)?,
+                generator: generator.then(|| generator_pair(it)).transpose()?,
                 pseudo: it.pseudo,
             })
         })
@@ -384,17 +381,11 @@ async fn learn(
     let mut rng = SplitMix64::new(seed);
     let mut order: Vec<usize> = Vec::new();
     let bs = cfg.batch.clamp(1, data.len().max(1));
-    let validate = |p: &SoftPrompt| {
-        let p = p.clone();
-        async move {
-            if valid.is_empty() {
-                // Without validation data the last prompt is kept.
-                return Ok(f32::INFINITY);
-            }
-            support_loss(engine, &p, valid, cfg.eval_batch).await
-        }
-    };
-    let mut best = (validate(&prompt).await?, 0, prompt.clone());
+    let mut best = (
+        valid_loss(engine, &prompt, valid, cfg).await?,
+        0,
+        prompt.clone(),
+    );
     let coef = coefficients(ty);
     for step in 1..=cfg.steps {
         if order.len() < bs {
@@ -443,7 +434,7 @@ async fn learn(
         };
         let stop = on(report).is_break();
         if step % cfg.valid_every.max(1) == 0 || step == cfg.steps || stop {
-            let loss = validate(&prompt).await?;
+            let loss = valid_loss(engine, &prompt, valid, cfg).await?;
             if loss < best.0 || !best.0.is_finite() {
                 best = (loss, step, prompt.clone());
             }
@@ -461,6 +452,20 @@ async fn learn(
         best_step: best.1,
         stopped: false,
     })
+}
+
+/// Validation loss of `prompt`; without validation data infinite, so that the last prompt is
+/// kept.
+async fn valid_loss(
+    engine: Engine<'_>,
+    prompt: &SoftPrompt,
+    valid: &[Pair],
+    cfg: &LifelongConfig,
+) -> Result<f32, TuneError> {
+    if valid.is_empty() {
+        return Ok(f32::INFINITY);
+    }
+    support_loss(engine, prompt, valid, cfg.eval_batch).await
 }
 
 /// A step's loss and prompt gradient, summed over its passes.
@@ -500,7 +505,8 @@ fn batches(
     }
     let generator: Vec<Row> = picked
         .iter()
-        .map(|t| Row::new(&t.generator.input, t.generator.target.clone(), 0))
+        .filter_map(|t| t.generator.as_ref())
+        .map(|g| Row::new(&g.input, g.target.clone(), 0))
         .collect();
     vec![first, (generator, vec![part((1.0 - k) * coef.lm)])]
 }

@@ -165,9 +165,7 @@ impl Engine<'_> {
             Engine::Wgpu(t5) => graph::generate(t5, prompt, inputs, max_new).await?,
         })
     }
-}
 
-impl Engine<'_> {
     /// The loss of a batch of several parts (task, generator, distillation rows) and its
     /// gradients: the continual-learning methods' step. `what` names the method in the error
     /// burn's ops give.

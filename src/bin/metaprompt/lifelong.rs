@@ -114,16 +114,22 @@ pub fn lifelong(r: &Runner, args: &LifelongArgs) -> Result<(), String> {
         )
         .expect("template"),
     );
+    // Each task's pool and test set, read once for every run and the zero-shot column.
+    let mut splits = Vec::new();
+    for info in &infos {
+        let read = |split| store::read_split(&args.data, info, split).map_err(|e| e.to_string());
+        let mut test = read("test")?;
+        test.truncate(args.max_test);
+        splits.push((read("train")?, test));
+    }
     for &(method, seed) in &todo {
         let mut tasks = Vec::new();
-        for info in &infos {
-            let pool = store::read_split(&args.data, info, "train").map_err(|e| e.to_string())?;
-            let test = store::read_split(&args.data, info, "test").map_err(|e| e.to_string())?;
+        for (info, (pool, test)) in infos.iter().zip(&splits) {
             tasks.push(
                 StreamTask::few_shot(
                     (*info).clone(),
-                    &pool,
-                    test,
+                    pool,
+                    test.clone(),
                     args.shots,
                     args.max_test,
                     seed,
@@ -192,19 +198,17 @@ pub fn lifelong(r: &Runner, args: &LifelongArgs) -> Result<(), String> {
     }
     bar.finish_and_clear();
     // Zero-shot flan-t5-small on the same test sets (the authors report it: it saw many public
-    // tasks); the test sets do not depend on the seed.
-    for info in &infos {
+    // tasks).
+    for (info, (_, test)) in infos.iter().zip(&splits) {
         if saved.zero_shot.contains_key(&info.name) {
             continue;
         }
-        let mut test = store::read_split(&args.data, info, "test").map_err(|e| e.to_string())?;
-        test.truncate(args.max_test);
         let s = pollster::block_on(eval::evaluate(
             &r.model,
             r.engine(),
             None,
             info,
-            &test,
+            test,
             args.config.eval_batch,
             args.config.max_input,
         ))
