@@ -109,18 +109,17 @@ impl Engine<'_> {
         labels: &[Vec<u32>],
     ) -> Result<Vec<usize>, TuneError> {
         let scores = self.label_scores(prompt, inputs, labels).await?;
-        Ok(scores
+        scores
             .iter()
-            .map(|row| {
-                // The first of equal scores, as a strict `>` scan would pick.
-                row.iter()
-                    .enumerate()
-                    .fold((0, f32::NEG_INFINITY), |best, (i, &s)| {
-                        if s > best.1 { (i, s) } else { best }
-                    })
-                    .0
+            .enumerate()
+            .map(|(input, row)| {
+                best_label(row).map_err(|(label, value)| TuneError::ScoreNotFinite {
+                    input,
+                    label,
+                    value,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// `[input][label]`: total log-probability of each label's tokens given each input. The
@@ -271,5 +270,35 @@ mod graph {
         let enc = t5.encode(values(prompt), inputs)?;
         let pick = |row: &[f32], seq: &[u32]| sampler.pick(row, seq);
         Ok(t5.generate_with(&enc.memory, max_new, pick).await?)
+    }
+}
+
+/// The index of the highest score, the first of equals; a NaN or infinite score is an error
+/// (label, value) rather than a silent vote for label 0, which a `>` scan past NaN would give.
+pub fn best_label(row: &[f32]) -> Result<usize, (usize, f32)> {
+    if let Some((i, &v)) = row.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err((i, v));
+    }
+    Ok(row
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &s)| {
+            if s > best.1 { (i, s) } else { best }
+        })
+        .0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::best_label;
+
+    #[test]
+    fn best_label_takes_the_first_of_equals_and_refuses_non_finite_scores() {
+        assert_eq!(best_label(&[-3.0, -1.0, -1.0, -2.0]), Ok(1));
+        assert_eq!(best_label(&[-1.0, f32::NAN, -0.5]).map_err(|e| e.0), Err(1));
+        assert_eq!(
+            best_label(&[f32::NEG_INFINITY, -2.0]).map_err(|e| e.0),
+            Err(0)
+        );
     }
 }

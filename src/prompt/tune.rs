@@ -100,6 +100,14 @@ pub enum TuneError {
     Kernel(#[from] crate::kernels::KernelError),
     #[error("{0} runs on our engines only (CPU or WGSL kernels), not burn's generic ops")]
     NeedsOurEngine(&'static str),
+    #[error(
+        "input {input}: the score of label {label} is {value} (not finite); the prompt or the model's weights are corrupt"
+    )]
+    ScoreNotFinite {
+        input: usize,
+        label: usize,
+        value: f32,
+    },
 }
 
 /// Mean cross-entropy per target token of `pairs` under `prompt` (a tracked tensor when
