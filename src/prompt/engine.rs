@@ -279,13 +279,7 @@ pub fn best_label(row: &[f32]) -> Result<usize, (usize, f32)> {
     if let Some((i, &v)) = row.iter().enumerate().find(|(_, v)| !v.is_finite()) {
         return Err((i, v));
     }
-    Ok(row
-        .iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &s)| {
-            if s > best.1 { (i, s) } else { best }
-        })
-        .0)
+    Ok(crate::graph::host::argmax(row) as usize)
 }
 
 #[cfg(test)]
