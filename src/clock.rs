@@ -10,8 +10,7 @@ pub fn now_ms() -> f64 {
 
 #[cfg(target_arch = "wasm32")]
 pub fn now_ms() -> f64 {
-    web_sys::window()
-        .and_then(|w| w.performance())
+    crate::browser::performance()
         .map(|p| p.now())
         .unwrap_or(0.0)
 }

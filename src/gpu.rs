@@ -143,12 +143,7 @@ impl Gpu {
 /// this case is less clear).
 #[cfg(target_arch = "wasm32")]
 pub fn webgpu_present() -> bool {
-    let Some(window) = web_sys::window() else {
-        return false;
-    };
-    js_sys::Reflect::get(&window.navigator(), &"gpu".into())
-        .map(|gpu| !gpu.is_undefined() && !gpu.is_null())
-        .unwrap_or(false)
+    crate::browser::navigator_gpu().is_some()
 }
 
 /// "vendor architecture device" from the browser's `GPUAdapterInfo` (wgpu keeps only the
@@ -158,7 +153,7 @@ async fn browser_adapter_name() -> Option<String> {
     use js_sys::{Function, Object, Promise, Reflect};
     use wasm_bindgen::JsCast;
     let get = |o: &wasm_bindgen::JsValue, k: &str| Reflect::get(o, &k.into()).ok();
-    let gpu = get(&web_sys::window()?.navigator(), "gpu")?;
+    let gpu = crate::browser::navigator_gpu()?;
     let request: Function = get(&gpu, "requestAdapter")?.dyn_into().ok()?;
     let options = Object::new();
     Reflect::set(

@@ -14,6 +14,9 @@ pub mod prompt;
 pub mod selfcheck;
 pub mod tasks;
 pub mod text;
+pub mod worker;
 
 #[cfg(target_arch = "wasm32")]
 pub mod app;
+#[cfg(target_arch = "wasm32")]
+pub mod browser;

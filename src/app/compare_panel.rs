@@ -1,27 +1,22 @@
 //! Steps 2-4 of a comparison: choose the two contenders and the budget, train both on the same
-//! examples step for step (interleaved, yielding to the page between steps so it stays
-//! responsive), watch the loss curves and held-out accuracy, stop at any time, read the
+//! examples step for step (interleaved, in the worker, so the page stays responsive), watch the loss curves and held-out accuracy, stop at any time, read the
 //! predictions side by side, try new inputs, download the prompts and the run.
 
-use super::download::fetch_plain;
-use super::state::{Loaded, ModelCtx, Ours, download};
-use super::workspace::{Kernels, Workspace};
-use crate::compare::{
-    ContenderLog, Duel, InitChoice, Prepared, RunRecord, Settings, Status, split_per_class,
-};
-use crate::prompt::engine::Engine;
-use crate::prompt::{SoftPrompt, initial_prompt, peft};
+use super::chart::{LineChart, Row};
+use super::state::{ModelCtx, download};
+use super::worker::Backend;
+use super::workspace::Workspace;
+use crate::browser::download::fetch_plain;
+use crate::compare::{ContenderLog, InitChoice, RunRecord, Settings, Status, split_per_class};
+use crate::prompt::{SoftPrompt, peft};
 use crate::text::examples::Pasted;
+use crate::worker::protocol::{Kernels, Reply, Request};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use leptos_chartistry::*;
-use std::rc::Rc;
 
 /// Meta-learned initialisations the page looks for under `assets/` (see `metaprompt
 /// meta-train`); those present are offered.
 const SHIPPED: [&str; 4] = ["mpt-fomaml", "mpt-maml", "mpt-reptile", "mpt-multitask"];
-/// Held-out examples scored per batch.
-const EVAL_BATCH: usize = 16;
 
 async fn shipped_prompt(name: &str) -> Result<Option<SoftPrompt>, String> {
     let url = format!("assets/{name}/adapter_model.safetensors");
@@ -46,150 +41,24 @@ async fn find_shipped() -> Vec<(String, SoftPrompt)> {
     out
 }
 
-fn engine<'a>(l: &'a Loaded, k: Kernels) -> Engine<'a> {
-    match k {
-        Kernels::Ours => match &l.ours {
-            Ours::Gpu(g) => Engine::Wgpu(g),
-            Ours::Cpu(c) => Engine::Ours(c),
-        },
-        Kernels::Generic => Engine::Burn(&l.model.t5),
-    }
-}
-
-fn engine_name(l: &Loaded, k: Kernels) -> String {
-    match k {
-        Kernels::Ours => match l.ours {
-            Ours::Gpu(_) => format!("our WGSL kernels on {}", l.adapter),
-            Ours::Cpu(_) => format!("our CPU engine on {}", l.adapter),
-        },
-        Kernels::Generic => format!("burn's generic ops on {}", l.adapter),
-    }
-}
-
-/// Starting prompts of both contenders; an error names the contender at fault.
-async fn starting_prompts(
-    l: &Loaded,
-    choices: &[InitChoice; 2],
-    shipped: &[(String, SoftPrompt)],
-    labels: &[String],
-    s: &Settings,
-) -> Result<[SoftPrompt; 2], String> {
-    let mut out = Vec::with_capacity(2);
-    for c in choices {
-        let given = match c {
-            InitChoice::Shipped(name) => shipped
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, p)| p.clone()),
-            _ => None,
-        };
-        if let Some(p) = &given
-            && p.len != s.prompt_len
-        {
-            return Err(format!(
-                "{} has {} prompt vectors: set the prompt length to {}",
-                c.label(),
-                p.len,
-                p.len
-            ));
-        }
-        let init = c
-            .init(labels, given)
-            .map_err(|e| format!("{}: {e}", c.label()))?;
-        let p = initial_prompt(&l.model, &init, s.prompt_len, s.seed)
-            .await
-            .map_err(|e| format!("{}: {e}", c.label()))?;
-        out.push(p);
-    }
-    let [a, b]: [SoftPrompt; 2] = out.try_into().map_err(|_| "two contenders".to_string())?;
-    Ok([a, b])
-}
-
-/// Trains both contenders, publishing the record into `ws.run` after every step and keeping it
-/// in the history at every measurement.
-async fn train(ws: Workspace, l: Rc<Loaded>, pasted: Pasted, shipped: Vec<(String, SoftPrompt)>) {
+/// The run record a new comparison starts from (the worker fills in the engine and the rest).
+fn new_run(ws: Workspace, pasted: &Pasted) -> RunRecord {
     let s = ws.settings.get_untracked();
-    let kernels = ws.kernels.get_untracked();
-    let keys = ws.contenders.get_untracked();
-    let choices = keys.clone().map(|k| InitChoice::from_key(&k));
+    let choices = ws
+        .contenders
+        .get_untracked()
+        .map(|k| InitChoice::from_key(&k));
     let split = split_per_class(&pasted.examples, &pasted.labels, s.k_per_class, s.seed);
-    let mut rec = RunRecord {
+    RunRecord {
         id: js_sys::Date::now() as u64,
         started: String::from(js_sys::Date::new_0().to_iso_string()),
-        settings: s.clone(),
+        settings: s,
         labels: pasted.labels.clone(),
         split,
-        contenders: choices.clone().map(ContenderLog::new),
+        contenders: choices.map(ContenderLog::new),
         status: Status::Running,
-        engine: engine_name(&l, kernels),
-    };
-    ws.open_id.set(Some(rec.id));
-    ws.run.set(Some(rec.clone()));
-    let result = run_duel(ws, &l, kernels, &choices, &shipped, &mut rec).await;
-    rec.status = match result {
-        Ok(true) => Status::Stopped,
-        Ok(false) => Status::Finished,
-        Err(e) => {
-            rec.contenders[0].error.get_or_insert(e);
-            Status::Failed
-        }
-    };
-    ws.run.set(Some(rec.clone()));
-    ws.keep(rec).await;
-    ws.running.set(false);
-}
-
-/// The interleaved loop; Ok(true) when stopped by the person.
-async fn run_duel(
-    ws: Workspace,
-    l: &Loaded,
-    kernels: Kernels,
-    choices: &[InitChoice; 2],
-    shipped: &[(String, SoftPrompt)],
-    rec: &mut RunRecord,
-) -> Result<bool, String> {
-    let s = rec.settings.clone();
-    let data =
-        Prepared::new(&l.model, &rec.labels, &rec.split, s.max_input).map_err(|e| e.to_string())?;
-    let prompts = starting_prompts(l, choices, shipped, &rec.labels, &s).await?;
-    let mut duel = Duel::new(prompts, &s);
-    let e = engine(l, kernels);
-    let measure = async |duel: &Duel, rec: &mut RunRecord| -> Result<(), String> {
-        for (i, log) in rec.contenders.iter_mut().enumerate() {
-            duel.measure(e, &data, i, EVAL_BATCH, log)
-                .await
-                .map_err(|err| format!("{}: {err}", log.init.label()))?;
-        }
-        Ok(())
-    };
-    measure(&duel, rec).await?;
-    ws.run.set(Some(rec.clone()));
-    for step in 1..=s.steps {
-        for (i, log) in rec.contenders.iter_mut().enumerate() {
-            duel.step(e, &data, i, log)
-                .await
-                .map_err(|err| format!("{}: {err}", log.init.label()))?;
-        }
-        let stop = ws.stop.get_untracked();
-        if step % s.eval_every == 0 || step == s.steps || stop {
-            measure(&duel, rec).await?;
-            ws.keep(rec.clone()).await;
-        }
-        ws.run.set(Some(rec.clone()));
-        if stop {
-            return Ok(true);
-        }
-        // Let the page paint and answer clicks between steps.
-        gloo::timers::future::TimeoutFuture::new(0).await;
+        engine: "starting…".into(),
     }
-    Ok(false)
-}
-
-#[derive(Clone, Debug, PartialEq)]
-struct Row {
-    step: f64,
-    a: f64,
-    b: f64,
 }
 
 /// Rows of (step, contender A, contender B); both contenders log the same steps.
@@ -206,31 +75,6 @@ fn rows(run: &Option<RunRecord>, pick: impl Fn(&ContenderLog) -> Vec<(f64, f64)>
         .collect()
 }
 
-fn chart(title: &'static str, names: [String; 2], data: Memo<Vec<Row>>) -> impl IntoView {
-    let [na, nb] = names;
-    let series = Series::new(|r: &Row| r.step)
-        .line(Line::new(|r: &Row| r.a).with_name(na))
-        .line(Line::new(|r: &Row| r.b).with_name(nb));
-    view! {
-        <Chart
-            aspect_ratio=AspectRatio::from_env_width(260.0)
-            top=RotatedLabel::middle(title)
-            left=TickLabels::aligned_floats()
-            bottom=TickLabels::aligned_floats()
-            right=Legend::end()
-            inner=[
-                AxisMarker::left_edge().into_inner(),
-                AxisMarker::bottom_edge().into_inner(),
-                YGridLine::default().into_inner(),
-                XGuideLine::over_data().into_inner(),
-            ]
-            tooltip=Tooltip::left_cursor()
-            series=series
-            data=data
-        />
-    }
-}
-
 fn pct(a: Option<f64>) -> String {
     a.map_or("–".into(), |a| format!("{:.1}%", a * 100.0))
 }
@@ -239,6 +83,7 @@ fn pct(a: Option<f64>) -> String {
 pub fn ComparePanel(pasted: Memo<Pasted>) -> impl IntoView {
     let ws = expect_context::<Workspace>();
     let ctx = expect_context::<ModelCtx>();
+    let backend = expect_context::<Backend>();
     let shipped = LocalResource::new(find_shipped);
     let error = RwSignal::new(None::<String>);
 
@@ -259,10 +104,10 @@ pub fn ComparePanel(pasted: Memo<Pasted>) -> impl IntoView {
     };
     let start = move |_| {
         error.set(None);
-        let Some(l) = ctx.get() else {
+        if !ctx.ready.get_untracked() {
             error.set(Some("Load the model first (section above).".into()));
             return;
-        };
+        }
         let p = pasted.get_untracked();
         if let Some(problem) = p.problems.first() {
             error.set(Some(format!("The examples: {problem}.")));
@@ -272,10 +117,34 @@ pub fn ComparePanel(pasted: Memo<Pasted>) -> impl IntoView {
             error.set(Some(format!("Settings: {e}.")));
             return;
         }
-        let found = shipped.get_untracked().unwrap_or_default();
+        let run = new_run(ws, &p);
+        // Only the initialisations the contenders start from travel to the worker.
+        let wanted: Vec<String> = run.contenders.iter().map(|c| c.init.key()).collect();
+        let found: Vec<(String, SoftPrompt)> = shipped
+            .get_untracked()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(n, _)| wanted.contains(&InitChoice::Shipped(n.clone()).key()))
+            .collect();
         ws.stop.set(false);
+        ws.open_id.set(Some(run.id));
+        ws.run.set(Some(run.clone()));
         ws.running.set(true);
-        spawn_local(train(ws, l, p, found));
+        let train = Request::Train {
+            run: Box::new(run),
+            shipped: found,
+            kernels: ws.kernels.get_untracked(),
+        };
+        if let Err(e) = backend.send(train) {
+            ws.running.set(false);
+            error.set(Some(e));
+        }
+    };
+    let stop = move |_| {
+        ws.stop.set(true);
+        if let Err(e) = backend.send(Request::Stop) {
+            error.set(Some(e));
+        }
     };
 
     let setting = move |id: &'static str,
@@ -301,7 +170,10 @@ pub fn ComparePanel(pasted: Memo<Pasted>) -> impl IntoView {
     }
 
     let run = Memo::new(move |_| ws.run.get());
-    let names = move || {
+    // Predictions, the try box and the downloads once the run is over: redrawn at every update,
+    // they would drop what a person types into the try box.
+    let over = Memo::new(move |_| run.get().filter(|r| r.status != Status::Running));
+    let names = Memo::new(move |_| {
         run.get().map_or_else(
             || {
                 ws.contenders
@@ -310,7 +182,7 @@ pub fn ComparePanel(pasted: Memo<Pasted>) -> impl IntoView {
             },
             |r| r.contenders.clone().map(|c| c.init.label()),
         )
-    };
+    });
     let losses = Memo::new(move |_| {
         rows(&run.get(), |c| {
             c.losses
@@ -356,16 +228,21 @@ pub fn ComparePanel(pasted: Memo<Pasted>) -> impl IntoView {
                 {setting("set-eval", "Accuracy every", |s| s.eval_every.to_string(), |s, v| num(v, &mut s.eval_every))}
                 {setting("set-seed", "Seed", |s| s.seed.to_string(), |s, v| num(v, &mut s.seed))}
                 <label for="set-kernels">"Kernels"</label>
-                <select id="set-kernels" on:change=move |ev| ws.kernels.set(
-                    if event_target_value(&ev) == "generic" { Kernels::Generic } else { Kernels::Ours })>
-                    <option value="ours" selected=move || ws.kernels.get() == Kernels::Ours>"ours (WGSL, int8)"</option>
-                    <option value="generic" selected=move || ws.kernels.get() == Kernels::Generic>"burn generic"</option>
+                <select id="set-kernels" on:change=move |ev| ws.kernels.set(match event_target_value(&ev).as_str() {
+                    "wgsl" => Kernels::Wgsl,
+                    "cpu" => Kernels::Cpu,
+                    "generic" => Kernels::Generic,
+                    _ => Kernels::Fastest,
+                })>
+                    {[(Kernels::Fastest, "fastest", "ours, the faster as timed"), (Kernels::Wgsl, "wgsl", "our WGSL kernels (int8)"),
+                      (Kernels::Cpu, "cpu", "our CPU engine (int8)"), (Kernels::Generic, "generic", "burn generic")]
+                        .map(|(k, value, label)| view! { <option value=value selected=move || ws.kernels.get() == k>{label}</option> })}
                 </select>
             </div>
             <div class="row">
                 <button id="train" on:click=start
                     disabled=move || ws.running.get() || !ctx.ready.get()>"Train both"</button>
-                <button id="stop" class="secondary" on:click=move |_| ws.stop.set(true)
+                <button id="stop" class="secondary" on:click=stop
                     disabled=move || !ws.running.get() || ws.stop.get()>"Stop"</button>
                 <Show when=move || !ctx.ready.get()>
                     <span class="note">"Load the model first."</span>
@@ -377,11 +254,11 @@ pub fn ComparePanel(pasted: Memo<Pasted>) -> impl IntoView {
             </div>
             <Show when=move || run.get().is_some_and(|r| !r.contenders[0].losses.is_empty())>
                 <div class="charts" id="charts">
-                    {move || chart("Training loss (minibatch)", names(), losses)}
-                    {move || chart("Held-out accuracy (%)", names(), accuracy)}
+                    <LineChart title="Training loss (minibatch)" names=names data=losses/>
+                    <LineChart title="Held-out accuracy (%)" names=names data=accuracy/>
                 </div>
             </Show>
-            {move || run.get().map(|r| view! { <Outcome run=r/> })}
+            {move || over.get().map(|r| view! { <Outcome run=r/> })}
         </section>
     }
 }
@@ -495,14 +372,15 @@ fn Outcome(run: RunRecord) -> impl IntoView {
 fn TryBox(run: RunRecord) -> impl IntoView {
     let ctx = expect_context::<ModelCtx>();
     let ws = expect_context::<Workspace>();
+    let backend = expect_context::<Backend>();
     let (text, set_text) = signal(String::new());
     let result = RwSignal::new(None::<Result<Vec<(String, Vec<(String, f32)>)>, String>>);
     let run = StoredValue::new(run);
     let go = move |_| {
-        let Some(l) = ctx.get() else {
+        if !ctx.ready.get_untracked() {
             result.set(Some(Err("Load the model first.".into())));
             return;
-        };
+        }
         let t = text.get_untracked();
         if t.trim().is_empty() {
             result.set(Some(Err("Type an input first.".into())));
@@ -511,20 +389,19 @@ fn TryBox(run: RunRecord) -> impl IntoView {
         let r = run.get_value();
         let kernels = ws.kernels.get_untracked();
         spawn_local(async move {
-            let out = async {
-                let data = Prepared::new(&l.model, &r.labels, &r.split, r.settings.max_input)
-                    .map_err(|e| e.to_string())?;
-                let mut out = Vec::new();
-                for c in &r.contenders {
-                    let scores = data
-                        .label_scores(&l.model, engine(&l, kernels), c.prompt.as_ref(), &t)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    out.push((c.init.label(), scores));
-                }
-                Ok(out)
-            };
-            result.set(Some(out.await));
+            let reply = backend
+                .ask(|id| Request::Score {
+                    id,
+                    run: Box::new(r),
+                    text: t,
+                    kernels,
+                })
+                .await;
+            result.set(Some(match reply {
+                Ok(Reply::Scored { result, .. }) => result,
+                Ok(_) => Err("the worker answered something else".into()),
+                Err(e) => Err(e),
+            }));
         });
     };
     view! {

@@ -1,9 +1,9 @@
 //! Step 1 of a comparison: a person pastes labelled examples, sees them parsed into a table with
 //! the rejected lines and why, and how they split into training and held-out examples.
 
-use super::download::fetch_plain;
 use super::state::ModelCtx;
 use super::workspace::Workspace;
+use crate::browser::download::fetch_plain;
 use crate::compare::{Preset, split_per_class};
 use crate::tasks::metrics::label_counts;
 use crate::text::examples::{Limits, Pasted, parse};
@@ -18,11 +18,11 @@ const MAX_INPUT_TOKENS: usize = 512;
 pub fn parsed(ws: Workspace, ctx: ModelCtx) -> Memo<Pasted> {
     Memo::new(move |_| {
         let text = ws.paste.get();
-        let _ = ctx.ready.get();
-        let loaded = ctx.get();
-        let count = loaded
+        let _ = ctx.has_tokenizer.get();
+        let tokenizer = ctx.tokenizer();
+        let count = tokenizer
             .as_ref()
-            .map(|l| move |s: &str| l.model.tokenizer.encode(s).map_or(0, |v| v.len()));
+            .map(|t| move |s: &str| t.encode(s).map_or(0, |v| v.len()));
         let limits = Limits {
             max_input_tokens: MAX_INPUT_TOKENS,
             count_tokens: count.as_ref().map(|f| f as &dyn Fn(&str) -> usize),

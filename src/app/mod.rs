@@ -1,12 +1,13 @@
 //! The Leptos web app (wasm32 only).
 
+mod chart;
 mod compare_panel;
-mod download;
 mod examples_panel;
 mod gpu_panel;
 mod history;
 mod model_panel;
 mod state;
+mod worker;
 mod workspace;
 
 use leptos::prelude::*;
@@ -17,6 +18,7 @@ pub fn App() -> impl IntoView {
     let ws = workspace::Workspace::new();
     provide_context(ctx);
     provide_context(ws);
+    provide_context(worker::Backend::new(ws, ctx));
     leptos::task::spawn_local(ws.load_history());
     let pasted = examples_panel::parsed(ws, ctx);
     view! {

@@ -1,103 +1,45 @@
-//! Loads the frozen T5 into the page (progress bar, Cache API so a reload reads it from disk) and
-//! offers a box to try greedy generation on it.
+//! Loads the frozen T5 in the worker (progress bar, Cache API so a reload reads it from disk)
+//! and offers a box to try greedy generation on it.
 
-use super::download::{self, Progress, Source};
-use super::state::{Loaded, ModelCtx, model_dir};
-use crate::gpu::Gpu;
-use crate::model::checkpoint::FORMAT;
+use super::state::{ModelCtx, Phase, cache_name, model_dir};
+use super::worker::Backend;
+use crate::browser::download::{self, Progress, Source};
+use crate::clock::now_ms;
+use crate::prompt::bench::Shape;
+use crate::worker::protocol::{Probe, Reply, Request, Timing};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use std::rc::Rc;
 
-/// Files in download order: the small ones first so a wrong deployment fails fast.
-const FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
 const DEFAULT_INPUT: &str = "translate English to German: The house is wonderful.";
-
-fn cache_name() -> String {
-    format!("metaprompt-{FORMAT}")
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Phase {
-    /// Not loaded; whether the checkpoint is already in the cache (None while asking).
-    Idle {
-        cached: Option<bool>,
-    },
-    Downloading {
-        file: &'static str,
-        progress: Progress,
-    },
-    /// Parsing the checkpoint and uploading the dequantised weights to the GPU.
-    Preparing,
-    Ready {
-        secs: f64,
-        source: Source,
-        cached: bool,
-    },
-    Failed(String),
-}
-
-fn now_ms() -> f64 {
-    web_sys::window()
-        .and_then(|w| w.performance())
-        .map(|p| p.now())
-        .unwrap_or(0.0)
-}
+/// The largest file, whose presence in the cache means the model loads without a download.
+const WEIGHTS: &str = "model.safetensors";
 
 fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
-async fn load(set_phase: WriteSignal<Phase>) -> Result<(Loaded, Source, bool, f64), String> {
-    let start = now_ms();
-    let name = cache_name();
-    let dir = model_dir();
-    let mut files = Vec::with_capacity(FILES.len());
-    let (mut source, mut cached) = (Source::Cache, true);
-    for file in FILES {
-        let url = format!("{dir}{file}");
-        let on_progress = move |progress: Progress| {
-            set_phase.set(Phase::Downloading { file, progress });
-        };
-        let got = download::fetch_cached(&url, &name, &on_progress).await?;
-        if got.source == Source::Network {
-            source = Source::Network;
-        }
-        cached &= got.cached;
-        files.push(got.bytes);
-    }
-    set_phase.set(Phase::Preparing);
-    // Let the page paint "Preparing" before the long synchronous parse.
-    gloo::timers::future::TimeoutFuture::new(0).await;
-    // Without WebGPU the model runs on the CPU in WebAssembly (the GPU panel says why).
-    let gpu = Gpu::shared().await.ok();
-    let model = Loaded::from_bytes(gpu.as_ref(), &files[2], &files[0], &files[1])?;
-    Ok((model, source, cached, (now_ms() - start) / 1e3))
-}
-
 #[component]
 pub fn ModelPanel() -> impl IntoView {
-    let (phase, set_phase) = signal(Phase::Idle { cached: None });
     let ctx = expect_context::<ModelCtx>();
+    let backend = expect_context::<Backend>();
+    let phase = ctx.phase;
+    let set_phase = phase.write_only();
 
     let start_load = move || {
-        spawn_local(async move {
-            match load(set_phase).await {
-                Ok((m, source, cached, secs)) => {
-                    ctx.set(Rc::new(m));
-                    set_phase.set(Phase::Ready {
-                        secs,
-                        source,
-                        cached,
-                    });
-                }
-                Err(e) => set_phase.set(Phase::Failed(e)),
-            }
-        })
+        set_phase.set(Phase::Starting);
+        let load = Request::Load {
+            dir: model_dir(),
+            cache: cache_name(),
+            webgpu: crate::gpu::webgpu_present(),
+            probe: super::state::probe(),
+        };
+        if let Err(e) = backend.send(load) {
+            set_phase.set(Phase::Failed(e));
+        }
     };
     // A model already in the cache loads by itself; a first download waits for a click.
     spawn_local(async move {
-        let url = format!("{}{}", model_dir(), FILES[2]);
+        let url = format!("{}{WEIGHTS}", model_dir());
         let cached = download::is_cached(&url, &cache_name()).await;
         set_phase.set(Phase::Idle {
             cached: Some(cached),
@@ -132,17 +74,19 @@ pub fn ModelPanel() -> impl IntoView {
                     Phase::Idle { cached: Some(_) } => view! {
                         <button id="model-load" on:click=move |_| start_load()>"Download the model (77 MB)"</button>
                     }.into_any(),
+                    Phase::Starting => view! { <p class="pending">"Starting the worker…"</p> }.into_any(),
                     Phase::Downloading { file, progress } => progress_view(file, progress).into_any(),
                     Phase::Preparing => view! {
                         <p class="pending">"Checking the checkpoint and uploading the weights to the GPU…"</p>
                     }.into_any(),
-                    Phase::Ready { secs, source, cached } => view! {
+                    Phase::Ready { secs, source, cached, timings, fastest, probe } => view! {
                         <p class="ok" id="model-ready" data-source=source_tag(source)>
-                            {format!("Loaded in {secs:.1} s from {}{}.", match source {
+                            {format!("Loaded in {secs:.1} s from {}{}, in a worker.", match source {
                                 Source::Cache => "this browser's cache",
                                 Source::Network => "the network",
                             }, if cached { "" } else { " (not cached: the browser refused to store it)" })}
                         </p>
+                        {engine_choice(&timings, fastest, probe)}
                         <button id="model-forget" class="secondary" on:click=forget>"Remove the model from the cache"</button>
                     }.into_any(),
                     Phase::Failed(e) => view! {
@@ -154,16 +98,53 @@ pub fn ModelPanel() -> impl IntoView {
                     }.into_any(),
                 }}
             </div>
-            <Show when=move || matches!(phase.get(), Phase::Ready { .. })>
-                <GenerateBox ctx=ctx/>
+            <Show when=move || ctx.ready.get()>
+                <GenerateBox/>
             </Show>
         </section>
+    }
+}
+
+/// Both engines' step times and which one trains (unless the person picks another below).
+fn engine_choice(timings: &[Timing], fastest: usize, probe: Probe) -> impl IntoView + use<> {
+    let Shape {
+        batch: b,
+        input: s,
+        prompt: l,
+        target: t,
+    } = probe.shape;
+    let n = probe.steps;
+    let chosen = timings.get(fastest);
+    let wgsl = chosen.is_some_and(|c| c.wgsl).to_string();
+    let says = match chosen {
+        Some(c) if timings.len() > 1 => format!(
+            "Training uses the faster: {} (change it under Kernels below).",
+            c.engine
+        ),
+        Some(c) => format!("Training uses {}.", c.engine),
+        None => "Neither engine could run a step.".to_string(),
+    };
+    view! {
+        <table class="grid" id="engine-timings">
+            <caption>{format!("A tuning step (batch {b}, {s} input + {l} prompt tokens, {t} target tokens) timed at load: median of {n} after a warm-up")}</caption>
+            <thead><tr><th>"engine"</th><th>"ms per step"</th></tr></thead>
+            <tbody>
+                {timings.iter().map(|t| view! {
+                    <tr data-wgsl=t.wgsl.to_string()>
+                        <td>{t.engine.clone()}</td>
+                        <td>{match &t.ms { Ok(ms) => format!("{ms:.0}"), Err(e) => format!("failed: {e}") }}</td>
+                    </tr>
+                }).collect_view()}
+            </tbody>
+        </table>
+        <p id="engine-chosen" class="note" data-wgsl=wgsl>{says}</p>
     }
 }
 
 fn phase_tag(p: &Phase) -> &'static str {
     match p {
         Phase::Idle { .. } => "idle",
+        Phase::Starting => "starting",
         Phase::Downloading { .. } => "downloading",
         Phase::Preparing => "preparing",
         Phase::Ready { .. } => "ready",
@@ -178,7 +159,7 @@ fn source_tag(s: Source) -> &'static str {
     }
 }
 
-fn progress_view(file: &'static str, p: Progress) -> impl IntoView {
+fn progress_view(file: String, p: Progress) -> impl IntoView {
     let text = match p.total {
         Some(t) => format!("{file}: {} / {}", mb(p.loaded), mb(t)),
         None => format!("{file}: {}", mb(p.loaded)),
@@ -203,12 +184,12 @@ enum Run {
 }
 
 #[component]
-fn GenerateBox(ctx: ModelCtx) -> impl IntoView {
+fn GenerateBox() -> impl IntoView {
+    let backend = expect_context::<Backend>();
     let (input, set_input) = signal(DEFAULT_INPUT.to_string());
     let (max_new, set_max_new) = signal(24usize);
     let (run, set_run) = signal(Run::Idle);
     let generate = move |_| {
-        let Some(m) = ctx.get() else { return };
         let text = input.get_untracked();
         if text.trim().is_empty() {
             set_run.set(Run::Failed("Type an input first.".into()));
@@ -218,14 +199,20 @@ fn GenerateBox(ctx: ModelCtx) -> impl IntoView {
         set_run.set(Run::Running);
         spawn_local(async move {
             let t = now_ms();
-            let result = m.model.generate_texts(&[text.as_str()], max_new).await;
-            set_run.set(match result {
-                Ok(g) => Run::Done {
-                    output: g.outputs.into_iter().next().unwrap_or_default(),
-                    steps: g.steps,
+            let reply = backend
+                .ask(|id| Request::Generate { id, text, max_new })
+                .await;
+            set_run.set(match reply {
+                Ok(Reply::Generated {
+                    result: Ok((output, steps)),
+                    ..
+                }) => Run::Done {
+                    output,
+                    steps,
                     ms: now_ms() - t,
                 },
-                Err(e) => Run::Failed(e.to_string()),
+                Ok(Reply::Generated { result: Err(e), .. }) | Err(e) => Run::Failed(e),
+                Ok(other) => Run::Failed(format!("unexpected reply {other:?}")),
             });
         });
     };

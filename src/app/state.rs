@@ -1,88 +1,93 @@
-//! What the page's panels share: the loaded model (with our GPU engine beside it), and small
-//! helpers to keep a person's work in the browser (localStorage) across reloads.
+//! What the page's panels share: the model as the worker reports it (its phase, and the
+//! tokenizer the page keeps for counting tokens), and small helpers to keep a person's work in
+//! the browser (localStorage) across reloads.
 
-use crate::cpu::CpuT5;
-use crate::gpu::Gpu;
-use crate::kernels::GpuT5;
-use crate::model::LoadedModel;
-use crate::model::checkpoint::Checkpoint;
+use crate::browser::download::Source;
+use crate::text::tokenizer::T5Tokenizer;
+use crate::worker::protocol::{Probe, Progress, Timing};
 use leptos::prelude::*;
 use serde::{Serialize, de::DeserializeOwned};
 use std::rc::Rc;
 
-/// Our engine for tuning: the WGSL kernels when there is WebGPU, else our CPU step compiled to
-/// WebAssembly (one thread; much slower, but the page still works).
-pub enum Ours {
-    Gpu(Box<GpuT5>),
-    Cpu(Box<CpuT5>),
+/// Where the model is, as the worker reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    /// Not loaded; whether the checkpoint is already in the cache (None while asking).
+    Idle {
+        cached: Option<bool>,
+    },
+    /// The worker is starting (its module compiling) or about to read the files.
+    Starting,
+    Downloading {
+        file: String,
+        progress: Progress,
+    },
+    /// Parsing the checkpoint and uploading the dequantised weights to the GPU.
+    Preparing,
+    Ready {
+        secs: f64,
+        source: Source,
+        cached: bool,
+        /// Our engines' times for one step of `probe`'s shape; `fastest` indexes them.
+        timings: Vec<Timing>,
+        fastest: usize,
+        probe: Probe,
+    },
+    Failed(String),
 }
 
-/// The frozen T5 twice over: burn's model (generation, initialisations, the generic engine, on
-/// an autodiff device: the GPU, or burn's CPU backend without WebGPU) and our engine.
-pub struct Loaded {
-    pub model: LoadedModel,
-    pub ours: Ours,
-    /// Where it runs, for run records: the adapter's name, or the CPU.
-    pub adapter: String,
-}
-
-impl Loaded {
-    pub fn from_bytes(
-        gpu: Option<&Gpu>,
-        safetensors: &[u8],
-        config_json: &[u8],
-        tokenizer_json: &[u8],
-    ) -> Result<Self, String> {
-        let device = gpu.map_or_else(burn::tensor::Device::flex, |g| g.device.clone());
-        let model =
-            LoadedModel::from_bytes(safetensors, config_json, tokenizer_json, &device.autodiff())
-                .map_err(|e| e.to_string())?;
-        let c = &model.t5.config;
-        let ckpt = Checkpoint::parse(safetensors, c).map_err(|e| e.to_string())?;
-        let (ours, adapter) = match gpu {
-            Some(g) => (
-                Ours::Gpu(Box::new(
-                    GpuT5::from_checkpoint(g, &ckpt, c).map_err(|e| e.to_string())?,
-                )),
-                g.report().name,
-            ),
-            None => (
-                Ours::Cpu(Box::new(
-                    CpuT5::from_checkpoint(&ckpt, c).map_err(|e| e.to_string())?,
-                )),
-                "the CPU (WebAssembly, no WebGPU)".into(),
-            ),
-        };
-        Ok(Self {
-            model,
-            ours,
-            adapter,
-        })
-    }
-}
-
-/// The model once loaded; `ready` changes when it does, so views can react.
+/// The model once loaded (in the worker); `ready` changes when it does, so views can react.
 #[derive(Clone, Copy)]
 pub struct ModelCtx {
-    pub loaded: StoredValue<Option<Rc<Loaded>>, LocalStorage>,
-    pub ready: RwSignal<bool>,
+    pub phase: RwSignal<Phase>,
+    pub ready: Memo<bool>,
+    /// The model's tokenizer, read by the page itself once the worker has the model.
+    tokenizer: StoredValue<Option<Rc<T5Tokenizer>>, LocalStorage>,
+    pub has_tokenizer: RwSignal<bool>,
 }
 
 impl ModelCtx {
     pub fn new() -> Self {
+        let phase = RwSignal::new(Phase::Idle { cached: None });
         Self {
-            loaded: StoredValue::new_local(None),
-            ready: RwSignal::new(false),
+            phase,
+            ready: Memo::new(move |_| phase.with(|p| matches!(p, Phase::Ready { .. }))),
+            tokenizer: StoredValue::new_local(None),
+            has_tokenizer: RwSignal::new(false),
         }
     }
 
-    pub fn get(&self) -> Option<Rc<Loaded>> {
-        self.loaded.get_value()
+    pub fn tokenizer(&self) -> Option<Rc<T5Tokenizer>> {
+        self.tokenizer.get_value()
     }
 
-    pub fn set(&self, l: Rc<Loaded>) {
-        self.loaded.set_value(Some(l));
-        self.ready.set(true);
+    pub fn set_tokenizer(&self, t: T5Tokenizer) {
+        self.tokenizer.set_value(Some(Rc::new(t)));
+        self.has_tokenizer.set(true);
+    }
+}
+
+/// Cache API name of the model's files; a new checkpoint format gets a new cache.
+pub fn cache_name() -> String {
+    format!("metaprompt-{}", crate::model::checkpoint::FORMAT)
+}
+
+/// `KEY=value` from the page's address, if there.
+fn query(key: &str) -> Option<String> {
+    let search = web_sys::window()?.location().search().ok()?;
+    search
+        .trim_start_matches('?')
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .map(str::to_string)
+}
+
+/// The step the engines are timed on at load: `?probe=bench` (the page's benchmark,
+/// scripts/bench-browser.sh) times the native benchmark's shape, else a quick one.
+pub fn probe() -> Probe {
+    match query("probe").as_deref() {
+        Some("bench") => Probe::BENCH,
+        _ => Probe::QUICK,
     }
 }
 
@@ -90,14 +95,10 @@ impl ModelCtx {
 /// point it at a tiny model) if it is a relative folder on this origin, else the converted
 /// flan-t5-small served next to the page.
 pub fn model_dir() -> String {
-    let query = web_sys::window()
-        .and_then(|w| w.location().search().ok())
-        .unwrap_or_default();
-    let asked = query
-        .trim_start_matches('?')
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("model="));
-    match asked.map(crate::model::model_dir_from_query) {
+    match query("model")
+        .as_deref()
+        .map(crate::model::model_dir_from_query)
+    {
         Some(Ok(dir)) => dir,
         Some(Err(why)) => {
             gloo::console::warn!(format!("{why}; loading the default model"));

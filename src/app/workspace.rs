@@ -3,15 +3,8 @@
 
 use super::state::persisted;
 use crate::compare::{RunRecord, Settings, Status};
+use crate::worker::protocol::Kernels;
 use leptos::prelude::*;
-use serde::{Deserialize, Serialize};
-
-/// Which engine trains: our WGSL kernels or burn's generic ops on the same adapter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Kernels {
-    Ours,
-    Generic,
-}
 
 #[derive(Clone, Copy)]
 pub struct Workspace {
@@ -36,7 +29,7 @@ impl Workspace {
             paste: persisted("paste", String::new()),
             settings: persisted("settings", Settings::default()),
             contenders: persisted("contenders", ["mpt-fomaml".into(), "random".into()]),
-            kernels: persisted("kernels", Kernels::Ours),
+            kernels: persisted("kernels", Kernels::Fastest),
             run: RwSignal::new(None),
             open_id: persisted("open-run", None),
             history: RwSignal::new(Vec::new()),

@@ -3,6 +3,7 @@
 //! and the PEFT file format.
 
 pub mod adapter_file;
+pub mod bench;
 pub mod engine;
 pub mod eval;
 pub mod optim;

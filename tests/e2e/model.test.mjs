@@ -65,10 +65,19 @@ test('downloads the model with progress, generates the known answers, reloads it
     const phases = await page.evaluate(() => window.__phases);
     assert.deepEqual(
       phases.filter((p) => p !== 'idle'),
-      ['downloading', 'preparing', 'ready'],
+      ['starting', 'downloading', 'preparing', 'ready'],
       `phases seen: ${phases.join(' -> ')}`,
     );
     assert.equal(modelRequests.length, 1, 'model.safetensors fetched once');
+    // Both engines timed at load; on SwiftShader (a CPU rasteriser) the CPU engine wins.
+    const timings = await page.$$eval('#engine-timings tbody tr', (rows) =>
+      rows.map((r) => ({ wgsl: r.dataset.wgsl, engine: r.children[0].textContent, ms: r.children[1].textContent })));
+    console.log(`engine timings: ${JSON.stringify(timings)}; ${await page.textContent('#engine-chosen')}`);
+    assert.equal(timings.length, 2, JSON.stringify(timings));
+    assert.ok(timings.every((t) => /^\d+$/.test(t.ms)), JSON.stringify(timings));
+    if (/swiftshader/i.test(timings.find((t) => t.wgsl === 'true').engine)) {
+      assert.equal(await page.getAttribute('#engine-chosen', 'data-wgsl'), 'false', 'SwiftShader was chosen over the CPU engine');
+    }
 
     assert.equal(
       await generate(page, 'Is the following review positive or negative? Review: I loved this movie, it was fantastic.', 3),

@@ -695,30 +695,14 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// The benchmarks' shape: batch 8, 64 input tokens + 20 prompt tokens, 4 target tokens (3 + EOS).
-const BENCH_SHAPE: (usize, usize, usize, usize) = (8, 64, 20, 4);
+/// The benchmarks' shape as a tuple: (batch, input tokens, prompt tokens, target tokens).
+const BENCH_SHAPE: (usize, usize, usize, usize) = {
+    let s = metaprompt::prompt::bench::SHAPE;
+    (s.batch, s.input, s.prompt, s.target)
+};
 
-/// A fixed batch and prompt at [`BENCH_SHAPE`] (token ids spread over the vocabulary).
 fn bench_batch(r: &Runner) -> (Vec<Pair>, SoftPrompt) {
-    let (b, s_in, l, _) = BENCH_SHAPE;
-    let c = &r.model.t5.config;
-    let pairs: Vec<Pair> = (0..b)
-        .map(|i| Pair {
-            input: (0..s_in)
-                .map(|j| 100 + ((i * 131 + j * 17) % 5000) as u32)
-                .collect(),
-            target: vec![1000 + i as u32, 2000, 3000, c.eos_token_id],
-        })
-        .collect();
-    let prompt = SoftPrompt {
-        len: l,
-        dim: c.d_model,
-        values: metaprompt::selfcheck::test_values(l * c.d_model, 1)
-            .iter()
-            .map(|x| x / 4.0)
-            .collect(),
-    };
-    (pairs, prompt)
+    metaprompt::prompt::bench::batch(&r.model.t5.config, metaprompt::prompt::bench::SHAPE)
 }
 
 /// One tuning step (loss and prompt gradient) on the benchmark batch.

@@ -6,19 +6,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Cache, ReadableStreamDefaultReader, Response};
 
-/// Bytes read so far of one file, and its size when the server said it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Progress {
-    pub loaded: u64,
-    pub total: Option<u64>,
-}
-
-/// Where the bytes came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    Cache,
-    Network,
-}
+pub use crate::worker::protocol::{Progress, Source};
 
 pub struct Fetched {
     pub bytes: Vec<u8>,
@@ -42,7 +30,7 @@ async fn wait(p: Promise, what: &str) -> Result<JsValue, String> {
 }
 
 async fn open_cache(name: &str) -> Option<Cache> {
-    let storage = web_sys::window()?.caches().ok()?;
+    let storage = super::caches().ok()?;
     wait(storage.open(name), "open cache")
         .await
         .ok()?
@@ -69,8 +57,7 @@ pub async fn fetch_cached(
             });
         }
     }
-    let window = web_sys::window().ok_or("no window")?;
-    let resp: Response = wait(window.fetch_with_str(url), url)
+    let resp: Response = wait(super::fetch(url)?, url)
         .await?
         .dyn_into()
         .map_err(|_| format!("{url}: fetch did not return a Response"))?;
@@ -160,10 +147,7 @@ pub async fn is_cached(url: &str, cache_name: &str) -> bool {
 
 /// Drops the whole cache `cache_name`.
 pub async fn forget(cache_name: &str) -> Result<(), String> {
-    let storage = web_sys::window()
-        .ok_or("no window")?
-        .caches()
-        .map_err(|e| js_err("Cache API", e))?;
+    let storage = super::caches()?;
     wait(storage.delete(cache_name), "delete cache").await?;
     Ok(())
 }
@@ -171,8 +155,7 @@ pub async fn forget(cache_name: &str) -> Result<(), String> {
 /// `url` from the network without caching (small files that may change between deployments);
 /// `None` when the server has no such file (404).
 pub async fn fetch_plain(url: &str) -> Result<Option<Vec<u8>>, String> {
-    let window = web_sys::window().ok_or("no window")?;
-    let resp: Response = wait(window.fetch_with_str(url), url)
+    let resp: Response = wait(super::fetch(url)?, url)
         .await?
         .dyn_into()
         .map_err(|_| format!("{url}: fetch did not return a Response"))?;

@@ -1,0 +1,219 @@
+//! The page's side of the worker (`crate::worker`): it starts the worker, holds requests until
+//! the worker is listening, turns its replies into the page's signals and answers `ask`s. If the
+//! worker dies (a panic traps its module), the model and any run in progress are marked failed
+//! and the next load starts a fresh worker.
+
+use super::state::{ModelCtx, Phase, cache_name};
+use super::workspace::Workspace;
+use crate::browser::download;
+use crate::compare::Status;
+use crate::text::tokenizer::T5Tokenizer;
+use crate::worker::protocol::{Reply, Request, decode, encode};
+use futures_channel::oneshot;
+use leptos::prelude::*;
+use std::collections::HashMap;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use web_sys::{ErrorEvent, MessageEvent, Worker};
+
+/// Trunk's loader for the worker binary (`data-loader-shim` in www/index.html).
+const SCRIPT: &str = "./metaprompt-worker_loader.js";
+
+#[derive(Default)]
+struct Inner {
+    worker: Option<Worker>,
+    /// Whether the worker said `Started`: requests wait in `queue` until then.
+    started: bool,
+    queue: Vec<Request>,
+    /// Senders of `ask`s not yet answered, by request id.
+    pending: HashMap<u64, oneshot::Sender<Reply>>,
+    next_id: u64,
+}
+
+#[derive(Clone, Copy)]
+pub struct Backend {
+    inner: StoredValue<Inner, LocalStorage>,
+    ws: Workspace,
+    ctx: ModelCtx,
+}
+
+fn post(worker: &Worker, req: &Request) -> Result<(), String> {
+    let bytes = encode(req)?;
+    worker
+        .post_message(&js_sys::Uint8Array::from(bytes.as_slice()))
+        .map_err(|e| format!("post to the worker: {e:?}"))
+}
+
+impl Backend {
+    pub fn new(ws: Workspace, ctx: ModelCtx) -> Self {
+        Self {
+            inner: StoredValue::new_local(Inner::default()),
+            ws,
+            ctx,
+        }
+    }
+
+    /// Posts `req`, starting the worker first if there is none.
+    pub fn send(self, req: Request) -> Result<(), String> {
+        if self.inner.with_value(|i| i.worker.is_none()) {
+            self.spawn()?;
+        }
+        let mut out = Ok(());
+        self.inner.update_value(|i| match (&i.worker, i.started) {
+            (Some(w), true) => out = post(w, &req),
+            _ => i.queue.push(req),
+        });
+        out
+    }
+
+    /// Posts the request `make(id)` builds and waits for the reply that answers it.
+    pub async fn ask(self, make: impl FnOnce(u64) -> Request) -> Result<Reply, String> {
+        let (tx, rx) = oneshot::channel();
+        let mut id = 0;
+        self.inner.update_value(|i| {
+            i.next_id += 1;
+            id = i.next_id;
+            i.pending.insert(id, tx);
+        });
+        if let Err(e) = self.send(make(id)) {
+            self.inner.update_value(|i| {
+                i.pending.remove(&id);
+            });
+            return Err(e);
+        }
+        rx.await
+            .map_err(|_| "the worker stopped before it answered".to_string())
+    }
+
+    fn spawn(self) -> Result<(), String> {
+        let worker =
+            Worker::new(SCRIPT).map_err(|e| format!("could not start the worker: {e:?}"))?;
+        let on_message = Closure::<dyn Fn(MessageEvent)>::new(move |ev: MessageEvent| {
+            let bytes = js_sys::Uint8Array::new(&ev.data()).to_vec();
+            match decode::<Reply>(&bytes) {
+                Ok(reply) => self.on_reply(reply),
+                Err(e) => gloo::console::error!(format!("unreadable reply from the worker: {e}")),
+            }
+        });
+        let on_error = Closure::<dyn Fn(ErrorEvent)>::new(move |ev: ErrorEvent| {
+            self.crashed(format!(
+                "the worker stopped: {} ({}:{})",
+                ev.message(),
+                ev.filename(),
+                ev.lineno()
+            ));
+        });
+        worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+        // Both handlers live as long as the worker (a new worker gets new ones).
+        on_message.forget();
+        on_error.forget();
+        self.inner.update_value(|i| {
+            i.worker = Some(worker);
+            i.started = false;
+        });
+        Ok(())
+    }
+
+    fn on_reply(self, reply: Reply) {
+        if let Some(id) = reply.answers() {
+            let mut tx = None;
+            self.inner.update_value(|i| tx = i.pending.remove(&id));
+            if let Some(tx) = tx {
+                // The asker may have gone (its view was replaced): nothing to tell it.
+                let _ = tx.send(reply);
+            }
+            return;
+        }
+        let (ws, ctx) = (self.ws, self.ctx);
+        match reply {
+            Reply::Started => {
+                let mut failed = None;
+                self.inner.update_value(|i| {
+                    i.started = true;
+                    if let Some(w) = &i.worker {
+                        for req in i.queue.drain(..) {
+                            if let Err(e) = post(w, &req) {
+                                failed = Some(e);
+                            }
+                        }
+                    }
+                });
+                if let Some(e) = failed {
+                    ctx.phase.set(Phase::Failed(e));
+                }
+            }
+            Reply::Downloading { file, progress } => {
+                ctx.phase.set(Phase::Downloading { file, progress })
+            }
+            Reply::Preparing => ctx.phase.set(Phase::Preparing),
+            Reply::LoadFailed { error } => ctx.phase.set(Phase::Failed(error)),
+            Reply::Ready {
+                timings,
+                fastest,
+                probe,
+                source,
+                cached,
+                secs,
+            } => {
+                ctx.phase.set(Phase::Ready {
+                    secs,
+                    source,
+                    cached,
+                    timings,
+                    fastest,
+                    probe,
+                });
+                leptos::task::spawn_local(read_tokenizer(ctx));
+            }
+            Reply::Run { record, keep } => {
+                let over = record.status != Status::Running;
+                ws.run.set(Some((*record).clone()));
+                if keep {
+                    leptos::task::spawn_local(ws.keep(*record));
+                }
+                if over {
+                    ws.running.set(false);
+                }
+            }
+            Reply::Generated { .. } | Reply::Scored { .. } => {}
+        }
+    }
+
+    /// The worker is gone: fail what it was doing; the next request starts a new one.
+    fn crashed(self, why: String) {
+        gloo::console::error!(why.clone());
+        self.inner.update_value(|i| {
+            if let Some(w) = i.worker.take() {
+                w.terminate();
+            }
+            i.started = false;
+            i.queue.clear();
+            // Dropping the senders fails every `ask` in flight.
+            i.pending.clear();
+        });
+        self.ctx.phase.set(Phase::Failed(why.clone()));
+        if self.ws.running.get_untracked()
+            && let Some(mut rec) = self.ws.run.get_untracked()
+        {
+            rec.status = Status::Failed;
+            rec.contenders[0].error.get_or_insert(why);
+            self.ws.run.set(Some(rec.clone()));
+            leptos::task::spawn_local(self.ws.keep(rec));
+        }
+        self.ws.running.set(false);
+    }
+}
+
+/// The page counts the tokens of pasted inputs itself: it reads the tokenizer the worker has
+/// just stored in the cache (a few MB, parsed once).
+async fn read_tokenizer(ctx: ModelCtx) {
+    let url = format!("{}tokenizer.json", super::state::model_dir());
+    let parsed = download::fetch_cached(&url, &cache_name(), &|_| {})
+        .await
+        .and_then(|f| T5Tokenizer::from_bytes(&f.bytes).map_err(|e| format!("{url}: {e}")));
+    match parsed {
+        Ok(t) => ctx.set_tokenizer(t),
+        Err(e) => gloo::console::warn!(format!("inputs are not checked for length: {e}")),
+    }
+}

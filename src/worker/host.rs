@@ -1,0 +1,459 @@
+//! The worker's side: it owns the loaded model and answers the page's requests. Long work is
+//! async and yields between steps, so a Stop (or a Generate) posted meanwhile is read within one
+//! step.
+
+use super::protocol::{
+    Kernels, Probe, Progress, Reply, Request, Scores, Source, Timing, due, fastest,
+};
+use crate::browser::download;
+use crate::clock::now_ms;
+use crate::compare::{Duel, InitChoice, Prepared, RunRecord, Settings, Status};
+use crate::cpu::CpuT5;
+use crate::gpu::Gpu;
+use crate::kernels::GpuT5;
+use crate::model::checkpoint::Checkpoint;
+use crate::model::{LoadedModel, T5Config};
+use crate::prompt::bench;
+use crate::prompt::engine::Engine;
+use crate::prompt::tune::Pair;
+use crate::prompt::{SoftPrompt, initial_prompt};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
+
+/// Held-out examples scored per batch.
+const EVAL_BATCH: usize = 16;
+/// The model folder's files in download order: the small ones first so that a wrong
+/// deployment fails fast.
+const FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
+
+/// The frozen T5 thrice over: our CPU engine, our WGSL engine when there is WebGPU, and burn's
+/// model (generation, initialisations, the generic engine) on the faster engine's device.
+struct Loaded {
+    model: LoadedModel,
+    cpu: Box<CpuT5>,
+    /// Our WGSL engine and the adapter's name.
+    gpu: Option<(Box<GpuT5>, String)>,
+    /// Whether the WGSL engine timed faster.
+    wgsl_fastest: bool,
+    timings: Vec<Timing>,
+}
+
+impl Loaded {
+    async fn from_bytes(
+        gpu: Option<&Gpu>,
+        probe: Probe,
+        safetensors: &[u8],
+        config_json: &[u8],
+        tokenizer_json: &[u8],
+    ) -> Result<Self, String> {
+        let config: T5Config =
+            serde_json::from_slice(config_json).map_err(|e| format!("config.json: {e}"))?;
+        let ckpt = Checkpoint::parse(safetensors, &config).map_err(|e| e.to_string())?;
+        let cpu = Box::new(CpuT5::from_checkpoint(&ckpt, &config).map_err(|e| e.to_string())?);
+        let gpu = match gpu {
+            Some(g) => Some((
+                Box::new(GpuT5::from_checkpoint(g, &ckpt, &config).map_err(|e| e.to_string())?),
+                g.report().name,
+            )),
+            None => None,
+        };
+        let (pairs, prompt) = bench::batch(&config, probe.shape);
+        let refs: Vec<&Pair> = pairs.iter().collect();
+        let mut timings = vec![Timing {
+            engine: cpu_name(),
+            wgsl: false,
+            ms: time_step(Engine::Ours(&cpu), probe.steps, &prompt, &refs).await,
+        }];
+        if let Some((g, adapter)) = &gpu {
+            timings.push(Timing {
+                engine: wgsl_name(adapter),
+                wgsl: true,
+                ms: time_step(Engine::Wgpu(g), probe.steps, &prompt, &refs).await,
+            });
+        }
+        let wgsl_fastest = fastest(&timings).is_some_and(|i| timings[i].wgsl);
+        let device = match (gpu.as_ref(), wgsl_fastest) {
+            (Some(_), true) => Gpu::shared().await.map_err(|e| e.to_string())?.device,
+            _ => burn::tensor::Device::flex(),
+        };
+        let model =
+            LoadedModel::from_bytes(safetensors, config_json, tokenizer_json, &device.autodiff())
+                .map_err(|e| e.to_string())?;
+        Ok(Self {
+            model,
+            cpu,
+            gpu,
+            wgsl_fastest,
+            timings,
+        })
+    }
+
+    /// Whether `k` trains on the WGSL engine (else the CPU one, or burn's ops for `Generic`).
+    fn on_wgsl(&self, k: Kernels) -> bool {
+        self.gpu.is_some()
+            && match k {
+                Kernels::Fastest => self.wgsl_fastest,
+                Kernels::Wgsl => true,
+                Kernels::Cpu | Kernels::Generic => false,
+            }
+    }
+
+    fn engine(&self, k: Kernels) -> Engine<'_> {
+        match (&self.gpu, k) {
+            (_, Kernels::Generic) => Engine::Burn(&self.model.t5),
+            (Some((g, _)), _) if self.on_wgsl(k) => Engine::Wgpu(g),
+            _ => Engine::Ours(&self.cpu),
+        }
+    }
+
+    fn engine_name(&self, k: Kernels) -> String {
+        match (&self.gpu, k) {
+            (Some((_, adapter)), Kernels::Generic) if self.wgsl_fastest => {
+                format!("burn's generic ops on {adapter}")
+            }
+            (_, Kernels::Generic) => "burn's generic ops on the CPU (WebAssembly)".into(),
+            (Some((_, adapter)), _) if self.on_wgsl(k) => wgsl_name(adapter),
+            _ => cpu_name(),
+        }
+    }
+}
+
+fn cpu_name() -> String {
+    "our CPU engine on the CPU (WebAssembly, one thread)".into()
+}
+
+fn wgsl_name(adapter: &str) -> String {
+    format!("our WGSL kernels on {adapter}")
+}
+
+/// The median of `steps` tuning steps' times after a warm-up step.
+async fn time_step(
+    e: Engine<'_>,
+    steps: usize,
+    prompt: &SoftPrompt,
+    pairs: &[&Pair],
+) -> Result<f64, String> {
+    let mut ms = Vec::with_capacity(steps);
+    for i in 0..=steps.max(1) {
+        let t = now_ms();
+        e.loss_and_grad(prompt, pairs)
+            .await
+            .map_err(|err| err.to_string())?;
+        if i > 0 {
+            ms.push(now_ms() - t);
+        }
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok(ms[ms.len() / 2])
+}
+
+/// The worker's state between messages.
+#[derive(Default)]
+struct Host {
+    loaded: RefCell<Option<Rc<Loaded>>>,
+    /// A load or a run in progress (the page waits for its end before the next).
+    busy: Cell<bool>,
+    stop: Cell<bool>,
+}
+
+fn post(reply: &Reply) {
+    let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
+    let sent = super::protocol::encode(reply).and_then(|bytes| {
+        scope
+            .post_message(&js_sys::Uint8Array::from(bytes.as_slice()))
+            .map_err(|e| format!("{e:?}"))
+    });
+    if let Err(e) = sent {
+        gloo::console::error!(format!("the worker could not post its reply: {e}"));
+    }
+}
+
+/// Installs the message handler and says so (the page holds its requests until then).
+pub fn start() {
+    let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
+    let host = Rc::new(Host::default());
+    let on_message = Closure::<dyn Fn(MessageEvent)>::new(move |ev: MessageEvent| {
+        let bytes = js_sys::Uint8Array::new(&ev.data()).to_vec();
+        match super::protocol::decode::<Request>(&bytes) {
+            Ok(req) => handle(host.clone(), req),
+            Err(e) => {
+                gloo::console::error!(format!("the worker got a message it cannot read: {e}"))
+            }
+        }
+    });
+    scope.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    // The handler lives as long as the worker.
+    on_message.forget();
+    post(&Reply::Started);
+}
+
+fn handle(host: Rc<Host>, req: Request) {
+    use wasm_bindgen_futures::spawn_local;
+    match req {
+        Request::Stop => host.stop.set(true),
+        Request::Load {
+            dir,
+            cache,
+            webgpu,
+            probe,
+        } => {
+            if host.busy.replace(true) {
+                return post(&Reply::LoadFailed {
+                    error: "the worker is busy (a load or a run is in progress)".into(),
+                });
+            }
+            spawn_local(async move {
+                let reply = match load(&dir, &cache, webgpu, probe).await {
+                    Ok((l, source, cached, secs)) => {
+                        let reply = Reply::Ready {
+                            fastest: fastest(&l.timings).unwrap_or(0),
+                            timings: l.timings.clone(),
+                            probe,
+                            source,
+                            cached,
+                            secs,
+                        };
+                        *host.loaded.borrow_mut() = Some(Rc::new(l));
+                        reply
+                    }
+                    Err(error) => Reply::LoadFailed { error },
+                };
+                host.busy.set(false);
+                post(&reply);
+            });
+        }
+        Request::Train {
+            run,
+            shipped,
+            kernels,
+        } => {
+            let mut rec = *run;
+            let loaded = host.loaded.borrow().clone();
+            let Some(l) = loaded.filter(|_| !host.busy.get()) else {
+                rec.status = Status::Failed;
+                rec.contenders[0].error = Some("the model is not loaded, or still busy".into());
+                return post(&Reply::Run {
+                    record: Box::new(rec),
+                    keep: true,
+                });
+            };
+            host.busy.set(true);
+            host.stop.set(false);
+            spawn_local(async move {
+                train(&host, &l, kernels, &shipped, rec).await;
+                host.busy.set(false);
+            });
+        }
+        Request::Generate { id, text, max_new } => {
+            let loaded = host.loaded.borrow().clone();
+            spawn_local(async move {
+                let result = match loaded {
+                    Some(l) => l
+                        .model
+                        .generate_texts(&[text.as_str()], max_new)
+                        .await
+                        .map(|g| (g.outputs.into_iter().next().unwrap_or_default(), g.steps))
+                        .map_err(|e| e.to_string()),
+                    None => Err("the model is not loaded".into()),
+                };
+                post(&Reply::Generated { id, result });
+            });
+        }
+        Request::Score {
+            id,
+            run,
+            text,
+            kernels,
+        } => {
+            let loaded = host.loaded.borrow().clone();
+            spawn_local(async move {
+                let result = match loaded {
+                    Some(l) => score(&l, kernels, &run, &text).await,
+                    None => Err("the model is not loaded".into()),
+                };
+                post(&Reply::Scored { id, result });
+            });
+        }
+    }
+}
+
+/// Reads the model's files (from the Cache API when they are there), posting download progress
+/// at most every `UPDATE_EVERY_MS`, then builds both engines.
+async fn load(
+    dir: &str,
+    cache: &str,
+    webgpu: bool,
+    probe: Probe,
+) -> Result<(Loaded, Source, bool, f64), String> {
+    let start = now_ms();
+    let mut files = Vec::with_capacity(FILES.len());
+    let (mut source, mut cached) = (Source::Cache, true);
+    for file in FILES {
+        let url = format!("{dir}{file}");
+        let last = Cell::new(None);
+        let on_progress = |progress: Progress| {
+            let mut l = last.get();
+            let done = progress.total == Some(progress.loaded);
+            if due(&mut l, now_ms(), done) {
+                last.set(l);
+                post(&Reply::Downloading {
+                    file: file.into(),
+                    progress,
+                });
+            }
+        };
+        let got = download::fetch_cached(&url, cache, &on_progress).await?;
+        if got.source == Source::Network {
+            source = Source::Network;
+        }
+        cached &= got.cached;
+        files.push(got.bytes);
+    }
+    post(&Reply::Preparing);
+    // Without WebGPU the model runs on the CPU in WebAssembly (the page's GPU panel says why).
+    let gpu = if webgpu {
+        Gpu::shared().await.ok()
+    } else {
+        None
+    };
+    let model = Loaded::from_bytes(gpu.as_ref(), probe, &files[2], &files[0], &files[1]).await?;
+    Ok((model, source, cached, (now_ms() - start) / 1e3))
+}
+
+/// Starting prompts of both contenders; an error names the contender at fault.
+async fn starting_prompts(
+    l: &Loaded,
+    choices: &[InitChoice; 2],
+    shipped: &[(String, SoftPrompt)],
+    labels: &[String],
+    s: &Settings,
+) -> Result<[SoftPrompt; 2], String> {
+    let mut out = Vec::with_capacity(2);
+    for c in choices {
+        let given = match c {
+            InitChoice::Shipped(name) => shipped
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, p)| p.clone()),
+            _ => None,
+        };
+        if let Some(p) = &given
+            && p.len != s.prompt_len
+        {
+            return Err(format!(
+                "{} has {} prompt vectors: set the prompt length to {}",
+                c.label(),
+                p.len,
+                p.len
+            ));
+        }
+        let init = c
+            .init(labels, given)
+            .map_err(|e| format!("{}: {e}", c.label()))?;
+        let p = initial_prompt(&l.model, &init, s.prompt_len, s.seed)
+            .await
+            .map_err(|e| format!("{}: {e}", c.label()))?;
+        out.push(p);
+    }
+    let [a, b]: [SoftPrompt; 2] = out.try_into().map_err(|_| "two contenders".to_string())?;
+    Ok([a, b])
+}
+
+/// Trains both contenders of `rec`, posting the record as it goes and once more at the end with
+/// its final status.
+async fn train(
+    host: &Host,
+    l: &Loaded,
+    kernels: Kernels,
+    shipped: &[(String, SoftPrompt)],
+    mut rec: RunRecord,
+) {
+    rec.engine = l.engine_name(kernels);
+    rec.status = Status::Running;
+    let result = run_duel(host, l, kernels, shipped, &mut rec).await;
+    rec.status = match result {
+        Ok(true) => Status::Stopped,
+        Ok(false) => Status::Finished,
+        Err(e) => {
+            rec.contenders[0].error.get_or_insert(e);
+            Status::Failed
+        }
+    };
+    post(&Reply::Run {
+        record: Box::new(rec),
+        keep: true,
+    });
+}
+
+/// The interleaved loop; Ok(true) when stopped by the person.
+async fn run_duel(
+    host: &Host,
+    l: &Loaded,
+    kernels: Kernels,
+    shipped: &[(String, SoftPrompt)],
+    rec: &mut RunRecord,
+) -> Result<bool, String> {
+    let s = rec.settings.clone();
+    let choices = rec.contenders.clone().map(|c| c.init);
+    let data =
+        Prepared::new(&l.model, &rec.labels, &rec.split, s.max_input).map_err(|e| e.to_string())?;
+    let prompts = starting_prompts(l, &choices, shipped, &rec.labels, &s).await?;
+    let mut duel = Duel::new(prompts, &s);
+    let e = l.engine(kernels);
+    let measure = async |duel: &Duel, rec: &mut RunRecord| -> Result<(), String> {
+        for (i, log) in rec.contenders.iter_mut().enumerate() {
+            duel.measure(e, &data, i, EVAL_BATCH, log)
+                .await
+                .map_err(|err| format!("{}: {err}", log.init.label()))?;
+        }
+        Ok(())
+    };
+    let mut last = None;
+    let publish = |rec: &RunRecord, keep: bool, last: &mut Option<f64>| {
+        if due(last, now_ms(), keep) {
+            post(&Reply::Run {
+                record: Box::new(rec.clone()),
+                keep,
+            });
+        }
+    };
+    measure(&duel, rec).await?;
+    publish(rec, false, &mut last);
+    for step in 1..=s.steps {
+        for (i, log) in rec.contenders.iter_mut().enumerate() {
+            duel.step(e, &data, i, log)
+                .await
+                .map_err(|err| format!("{}: {err}", log.init.label()))?;
+        }
+        // Read the messages that came in during the step (a Stop among them).
+        gloo::timers::future::TimeoutFuture::new(0).await;
+        let stop = host.stop.get();
+        let measured = step % s.eval_every == 0 || step == s.steps || stop;
+        if measured {
+            measure(&duel, rec).await?;
+        }
+        if stop {
+            return Ok(true);
+        }
+        publish(rec, measured && step < s.steps, &mut last);
+    }
+    Ok(false)
+}
+
+/// Both tuned prompts' label scores for one typed input.
+async fn score(l: &Loaded, kernels: Kernels, r: &RunRecord, text: &str) -> Result<Scores, String> {
+    let data = Prepared::new(&l.model, &r.labels, &r.split, r.settings.max_input)
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for c in &r.contenders {
+        let scores = data
+            .label_scores(&l.model, l.engine(kernels), c.prompt.as_ref(), text)
+            .await
+            .map_err(|e| e.to_string())?;
+        out.push((c.init.label(), scores));
+    }
+    Ok(out)
+}
