@@ -6,7 +6,7 @@ use super::worker::Backend;
 use crate::browser::download::{self, Progress, Source};
 use crate::clock::now_ms;
 use crate::prompt::bench::Shape;
-use crate::worker::protocol::{Probe, Reply, Request, Timing};
+use crate::worker::protocol::{Probe, Reply, Request, Timing, fastest};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
@@ -79,14 +79,14 @@ pub fn ModelPanel() -> impl IntoView {
                     Phase::Preparing => view! {
                         <p class="pending">"Checking the checkpoint and uploading the weights to the GPU…"</p>
                     }.into_any(),
-                    Phase::Ready { secs, source, cached, timings, fastest, probe } => view! {
+                    Phase::Ready { secs, source, cached, timings, probe } => view! {
                         <p class="ok" id="model-ready" data-source=source_tag(source)>
                             {format!("Loaded in {secs:.1} s from {}{}, in a worker.", match source {
                                 Source::Cache => "this browser's cache",
                                 Source::Network => "the network",
                             }, if cached { "" } else { " (not cached: the browser refused to store it)" })}
                         </p>
-                        {engine_choice(&timings, fastest, probe)}
+                        {engine_choice(&timings, probe)}
                         <button id="model-forget" class="secondary" on:click=forget>"Remove the model from the cache"</button>
                     }.into_any(),
                     Phase::Failed(e) => view! {
@@ -106,7 +106,7 @@ pub fn ModelPanel() -> impl IntoView {
 }
 
 /// Both engines' step times and which one trains (unless the person picks another below).
-fn engine_choice(timings: &[Timing], fastest: usize, probe: Probe) -> impl IntoView + use<> {
+fn engine_choice(timings: &[Timing], probe: Probe) -> impl IntoView + use<> {
     let Shape {
         batch: b,
         input: s,
@@ -114,7 +114,8 @@ fn engine_choice(timings: &[Timing], fastest: usize, probe: Probe) -> impl IntoV
         target: t,
     } = probe.shape;
     let n = probe.steps;
-    let chosen = timings.get(fastest);
+    // The one the worker trains on for `Kernels::Fastest`; none when both failed their step.
+    let chosen = fastest(timings).map(|i| &timings[i]);
     let wgsl = chosen.is_some_and(|c| c.wgsl).to_string();
     let says = match chosen {
         Some(c) if timings.len() > 1 => format!(

@@ -28,9 +28,8 @@ pub enum Phase {
         secs: f64,
         source: Source,
         cached: bool,
-        /// Our engines' times for one step of `probe`'s shape; `fastest` indexes them.
+        /// Our engines' times for one step of `probe`'s shape.
         timings: Vec<Timing>,
-        fastest: usize,
         probe: Probe,
     },
     Failed(String),

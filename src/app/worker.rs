@@ -150,7 +150,6 @@ impl Backend {
             Reply::LoadFailed { error } => ctx.phase.set(Phase::Failed(error)),
             Reply::Ready {
                 timings,
-                fastest,
                 probe,
                 source,
                 cached,
@@ -161,7 +160,6 @@ impl Backend {
                     source,
                     cached,
                     timings,
-                    fastest,
                     probe,
                 });
                 leptos::task::spawn_local(read_tokenizer(ctx));

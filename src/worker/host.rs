@@ -53,7 +53,7 @@ impl Loaded {
             serde_json::from_slice(config_json).map_err(|e| format!("config.json: {e}"))?;
         let ckpt = Checkpoint::parse(safetensors, &config).map_err(|e| e.to_string())?;
         let cpu = Box::new(CpuT5::from_checkpoint(&ckpt, &config).map_err(|e| e.to_string())?);
-        let gpu = match gpu {
+        let wgsl = match gpu {
             Some(g) => Some((
                 Box::new(GpuT5::from_checkpoint(g, &ckpt, &config).map_err(|e| e.to_string())?),
                 g.report().name,
@@ -67,7 +67,7 @@ impl Loaded {
             wgsl: false,
             ms: time_step(Engine::Ours(&cpu), probe.steps, &prompt, &refs).await,
         }];
-        if let Some((g, adapter)) = &gpu {
+        if let Some((g, adapter)) = &wgsl {
             timings.push(Timing {
                 engine: wgsl_name(adapter),
                 wgsl: true,
@@ -75,8 +75,8 @@ impl Loaded {
             });
         }
         let wgsl_fastest = fastest(&timings).is_some_and(|i| timings[i].wgsl);
-        let device = match (gpu.as_ref(), wgsl_fastest) {
-            (Some(_), true) => Gpu::shared().await.map_err(|e| e.to_string())?.device,
+        let device = match gpu {
+            Some(g) if wgsl_fastest => g.device.clone(),
             _ => burn::tensor::Device::flex(),
         };
         let model =
@@ -85,7 +85,7 @@ impl Loaded {
         Ok(Self {
             model,
             cpu,
-            gpu,
+            gpu: wgsl,
             wgsl_fastest,
             timings,
         })
@@ -209,7 +209,6 @@ fn handle(host: Rc<Host>, req: Request) {
                 let reply = match load(&dir, &cache, webgpu, probe).await {
                     Ok((l, source, cached, secs)) => {
                         let reply = Reply::Ready {
-                            fastest: fastest(&l.timings).unwrap_or(0),
                             timings: l.timings.clone(),
                             probe,
                             source,

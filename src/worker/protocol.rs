@@ -124,10 +124,9 @@ pub enum Reply {
     /// Parsing the checkpoint and uploading the weights.
     Preparing,
     Ready {
-        /// Our engines' times for one tuning step of `probe`'s shape, and the faster one's
-        /// index, which `Kernels::Fastest` trains on.
+        /// Our engines' times for one tuning step of `probe`'s shape; `Kernels::Fastest` trains
+        /// on the one `fastest` picks.
         timings: Vec<Timing>,
-        fastest: usize,
         probe: Probe,
         source: Source,
         cached: bool,
