@@ -11,6 +11,7 @@ pub mod lifelong;
 pub mod meta;
 pub mod model;
 pub mod prompt;
+pub mod relation;
 pub mod selfcheck;
 pub mod tasks;
 pub mod text;

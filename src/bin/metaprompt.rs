@@ -27,10 +27,15 @@ mod meta_cmd;
 mod lifelong_cmd;
 
 #[cfg(not(target_arch = "wasm32"))]
+#[path = "metaprompt/relations.rs"]
+mod relations_cmd;
+
+#[cfg(not(target_arch = "wasm32"))]
 mod cli {
     use crate::data;
     use crate::lifelong_cmd;
     use crate::meta_cmd;
+    use crate::relations_cmd;
     use crate::tune_cmd;
     use clap::{Parser, Subcommand, ValueEnum};
     use metaprompt::gpu::Gpu;
@@ -40,6 +45,7 @@ mod cli {
     use metaprompt::model::checkpoint::Checkpoint;
     use metaprompt::model::{LoadedModel, T5Config};
     use metaprompt::prompt::tune::TuneConfig;
+    use metaprompt::relation::learner::{Config, Method as RelationMethod};
     use metaprompt::selfcheck;
     use std::path::{Path, PathBuf};
     use std::process::ExitCode;
@@ -119,6 +125,9 @@ mod cli {
         /// Lifelong few-shot learning: LFPT5 and its baselines over a task stream, for each
         /// seed -> a markdown report (score matrices, forgetting) and the runs as JSON.
         Lifelong(LifelongArgs),
+        /// Continual few-shot relation learning: ERDA and its baselines over the relation stream
+        /// on the frozen encoder's vectors, for each shot count and seed -> a markdown report.
+        Relations(RelationsArgs),
         /// Benchmarks: `bench tune` times prompt-tuning steps on flan-t5-small; `bench kernels`
         /// splits one step's GPU time by kernel (our WGSL kernels, timestamp queries); `bench
         /// gemm` times our CPU matmul at each of the step's shapes; `bench generate` times
@@ -274,6 +283,64 @@ mod cli {
         data: PathBuf,
         #[command(flatten)]
         engine: EngineArgs,
+    }
+
+    /// `relations`' settings (ERDA's protocol: 6 seeds 100 + 10i, the first task fixed).
+    #[derive(clap::Args)]
+    struct RelationsArgs {
+        /// erda | ncm | sequential | replay | erda-no-aug | erda-no-reg | joint (comma-separated).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "erda,ncm,sequential,replay,erda-no-aug,erda-no-reg,joint"
+        )]
+        methods: Vec<String>,
+        /// Support examples per relation from the second task on (comma-separated: one report
+        /// section each).
+        #[arg(long, value_delimiter = ',', default_value = "5,10")]
+        shots: Vec<usize>,
+        #[arg(long, value_delimiter = ',', default_value = "100,110,120,130,140,150")]
+        seeds: Vec<u64>,
+        #[arg(long, default_value = "relations")]
+        suite: String,
+        /// Use only the first N sentences of the unlabelled pool (0: all).
+        #[arg(long, default_value_t = 0)]
+        pool: usize,
+        #[arg(long, default_value_t = Config::default().head_dim)]
+        head_dim: usize,
+        #[arg(long, default_value_t = Config::default().lr)]
+        lr: f32,
+        #[arg(long, default_value = "results/erda.md")]
+        out: PathBuf,
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        #[command(flatten)]
+        engine: EngineArgs,
+    }
+
+    impl RelationsArgs {
+        fn args(&self) -> Result<relations_cmd::RelationsArgs, String> {
+            Ok(relations_cmd::RelationsArgs {
+                methods: self
+                    .methods
+                    .iter()
+                    .map(|m| RelationMethod::parse(m))
+                    .collect::<Result<_, _>>()?,
+                shots: self.shots.clone(),
+                seeds: self.seeds.clone(),
+                config: Config {
+                    head_dim: self.head_dim,
+                    lr: self.lr,
+                    ..Config::default()
+                },
+                suite: self.suite.clone(),
+                pool: self.pool,
+                data: self.data.clone(),
+                model: self.engine.model.clone(),
+                out: self.out.clone(),
+                command_line: command_line(),
+            })
+        }
     }
 
     impl LifelongArgs {
@@ -506,6 +573,10 @@ mod cli {
                         command_line: command_line(),
                     },
                 )
+            })(),
+            Command::Relations(args) => (|| {
+                let a = args.args()?;
+                relations_cmd::relations(&args.engine.load()?, &a)
             })(),
             Command::Lifelong(args) => (|| {
                 let a = args.args()?;

@@ -180,6 +180,20 @@ impl Engine<'_> {
         }
     }
 
+    /// Each input's encoder states (no prompt) at `positions[i]`, concatenated per input: ERDA's
+    /// relation encoder pools them at the entity mentions.
+    pub async fn pooled_states(
+        &self,
+        inputs: &[Vec<u32>],
+        positions: &[Vec<usize>],
+    ) -> Result<Vec<Vec<f32>>, TuneError> {
+        match self {
+            Engine::Burn(_) => Err(TuneError::NeedsOurEngine("relation encoding")),
+            Engine::Ours(t5) => Ok(t5.pooled_states(&[], inputs, positions).await?),
+            Engine::Wgpu(t5) => Ok(t5.pooled_states(&[], inputs, positions).await?),
+        }
+    }
+
     /// Sampled decoding of up to `max_new` tokens per input (without the closing EOS), each
     /// token drawn by `sampler` (LFPT5's pseudo examples).
     pub async fn sample(

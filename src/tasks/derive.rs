@@ -93,19 +93,28 @@ const BIGBENCH_EXCLUDED: [&str; 14] = [
     "analogical_similarity",
     "figure_of_speech_detection",
 ];
-/// Relation stream: relation types with at least this many located examples, at most
-/// `REL_CAP` each, `REL_TASKS` tasks of `REL_PER_TASK` relations (ERDA's FewRel layout: 10 x 8).
+/// Relation stream: relation types with at least `REL_MIN` located examples over at least
+/// `REL_MIN_PAIRS` entity pairs, `REL_TASKS` tasks of `REL_PER_TASK` relations (ERDA's TACRED
+/// layout; BIG-bench's WebNLG has too few entity pairs for FewRel's 8 x 10). Train and test
+/// are split by entity pair, never by sentence: test takes about a third of a relation's examples, at most `REL_TEST_CAP`; train at most `REL_TRAIN_CAP`
+/// (ERDA's first task has 100 per relation); the rest goes to the unlabelled pool.
 const REL_MIN: usize = 20;
+const REL_MIN_PAIRS: usize = 4;
+const REL_TEST_CAP: usize = 20;
+const REL_TRAIN_CAP: usize = 100;
 /// qa_wikidata relations need this many examples.
 const WIKIDATA_MIN: usize = 10;
-const REL_CAP: usize = 60;
-const REL_TASKS: usize = 10;
-const REL_PER_TASK: usize = 8;
+const REL_TASKS: usize = 8;
+const REL_PER_TASK: usize = 5;
+/// The unlabelled sentences ERDA retrieves from (no suite: not a task to learn).
+pub const REL_POOL: &str = "relations.pool";
 
 /// A derived task before splitting.
 struct Derived {
     info: TaskInfo,
     examples: Vec<Example>,
+    /// (train, test) when the task splits itself (relations: by entity pair).
+    presplit: Option<(Vec<Example>, Vec<Example>)>,
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> DataError {
@@ -163,6 +172,7 @@ fn task(
             note: note.into(),
         },
         examples,
+        presplit: None,
     }
 }
 
@@ -751,34 +761,92 @@ fn wikidata_relations(t: &BbTask) -> Vec<(String, Example)> {
     out
 }
 
+/// A relation example's entity pair, case-folded: the unit of the train/test split.
+fn pair_of(e: &Example) -> (String, String) {
+    let f = |m: &Option<String>| m.as_deref().unwrap_or("").to_lowercase();
+    (f(&e.head), f(&e.tail))
+}
+
+/// One relation's examples split by entity pair. Pairs an earlier relation put on one side stay
+/// there (`sides`: true = test); the free pairs, in a seeded order, fill the test side up to
+/// about a third of the examples. Returns (train, test, overflow): overflow holds train-side
+/// examples past `REL_TRAIN_CAP` (they may go to the pool); test-side ones past the cap are
+/// dropped, since no sentence of a test pair may reach the pool.
+fn split_by_pair(
+    examples: Vec<Example>,
+    sides: &mut HashMap<(String, String), bool>,
+) -> (Vec<Example>, Vec<Example>, Vec<Example>) {
+    let mut by_pair: BTreeMap<(String, String), Vec<Example>> = BTreeMap::new();
+    for e in examples {
+        by_pair.entry(pair_of(&e)).or_default().push(e);
+    }
+    let total: usize = by_pair.values().map(Vec::len).sum();
+    let want = REL_TEST_CAP.min(total / 3);
+    let mut pairs: Vec<_> = by_pair.into_iter().collect();
+    SplitMix64::new(SPLIT_SEED).shuffle(&mut pairs);
+    // Pairs already on the test side first, so they count towards `want`.
+    pairs.sort_by_key(|(p, _)| sides.get(p) != Some(&true));
+    let (mut train, mut test) = (Vec::new(), Vec::new());
+    for (p, v) in pairs {
+        let to_test = match sides.get(&p) {
+            Some(&side) => side,
+            None => test.len() < want,
+        };
+        sides.insert(p, to_test);
+        if to_test { &mut test } else { &mut train }.extend(v);
+    }
+    test.truncate(REL_TEST_CAP);
+    let overflow = if train.len() > REL_TRAIN_CAP {
+        train.split_off(REL_TRAIN_CAP)
+    } else {
+        Vec::new()
+    };
+    (train, test, overflow)
+}
+
 fn relation_tasks(raw: &Path) -> Result<(Vec<Derived>, Vec<String>), DataError> {
     let root = raw.join(BIGBENCH.0);
     let webnlg = webnlg_mentions(&read_bigbench(&root, "gem/webnlg_en")?);
     let mut by_rel: BTreeMap<String, Vec<Example>> = BTreeMap::new();
+    let mut rels_of_pair: HashMap<(String, String), HashSet<String>> = HashMap::new();
     for (rel, ex) in webnlg {
+        rels_of_pair
+            .entry(pair_of(&ex))
+            .or_default()
+            .insert(rel.clone());
         by_rel.entry(rel).or_default().push(ex);
+    }
+    for v in by_rel.values_mut() {
+        *v = dedupe(std::mem::take(v));
     }
     let mut rels: Vec<String> = by_rel
         .iter()
-        .filter(|(_, v)| dedupe((*v).clone()).len() >= REL_MIN)
+        .filter(|(_, v)| {
+            let pairs: HashSet<_> = v.iter().map(pair_of).collect();
+            v.len() >= REL_MIN && pairs.len() >= REL_MIN_PAIRS
+        })
         .map(|(r, _)| r.clone())
         .collect();
     SplitMix64::new(SPLIT_SEED).shuffle(&mut rels);
     rels.truncate(REL_TASKS * REL_PER_TASK);
+    let mut sides = HashMap::new();
     let mut tasks = Vec::new();
     let mut names = Vec::new();
+    let mut used: HashSet<String> = HashSet::new();
+    let mut pool: Vec<Example> = Vec::new();
     for (i, group) in rels.chunks(REL_PER_TASK).enumerate() {
         let name = format!("relations.t{:02}", i + 1);
-        let mut examples = Vec::new();
+        let (mut train, mut test) = (Vec::new(), Vec::new());
         for rel in group {
-            let mut v = dedupe(by_rel[rel].clone());
-            SplitMix64::new(SPLIT_SEED).shuffle(&mut v);
-            v.truncate(REL_CAP);
-            examples.extend(v);
+            let (tr, te, over) = split_by_pair(by_rel[rel].clone(), &mut sides);
+            train.extend(tr);
+            test.extend(te);
+            pool.extend(over);
         }
+        used.extend(train.iter().chain(&test).map(|e| e.input.clone()));
         let labels = group.to_vec();
         let verbalizer = labels.iter().map(|l| (l.clone(), split_camel(l))).collect();
-        tasks.push(task(
+        let mut d = task(
             &name,
             TaskKind::Relation,
             provenance(BIGBENCH, "bigbench/benchmark_tasks/gem/webnlg_en/task.json"),
@@ -787,29 +855,56 @@ fn relation_tasks(raw: &Path) -> Result<(Vec<Derived>, Vec<String>), DataError> 
             format!(
                 "WebNLG triples with each reference text in which the subject and object (underscores as spaces, \
                  a trailing \"(...)\" and quotes removed) occur verbatim, case-insensitively, at word boundaries; \
-                 head marked [[..]], tail <<..>>; relations with >= {REL_MIN} such texts, at most {REL_CAP} each, \
-                 {REL_PER_TASK} relations per task in a seeded order"
+                 head marked [[..]], tail <<..>>; relations with >= {REL_MIN} such texts over >= {REL_MIN_PAIRS} \
+                 entity pairs, {REL_PER_TASK} per task in a seeded order; train and test split by entity pair \
+                 (test about a third, at most {REL_TEST_CAP} per relation; train at most {REL_TRAIN_CAP})"
             ),
-            examples,
-        ));
+            Vec::new(),
+        );
+        d.presplit = Some((train, test));
+        tasks.push(d);
         names.push(name);
     }
+    // The pool: every other located WebNLG sentence and the qa_wikidata sentences, none of a
+    // test pair and none already in a task. Its targets are the true relations, kept only to
+    // measure how often retrieval brings the right one; learners never read them.
+    let chosen: HashSet<&String> = rels.iter().collect();
+    for (rel, v) in &by_rel {
+        if !chosen.contains(rel) {
+            pool.extend(v.iter().cloned());
+        }
+    }
     let wiki = wikidata_relations(&read_bigbench(&root, "qa_wikidata")?);
-    let mut labels: Vec<String> = wiki.iter().map(|(r, _)| r.clone()).collect();
+    pool.extend(wiki.into_iter().map(|(_, e)| e));
+    let pool: Vec<Example> = dedupe(pool)
+        .into_iter()
+        .filter(|e| sides.get(&pair_of(e)) != Some(&true) && !used.contains(&e.input))
+        .collect();
+    let mut labels: Vec<String> = pool.iter().map(|e| e.target.clone()).collect();
     labels.sort();
     labels.dedup();
-    let verbalizer = labels.iter().map(|l| (l.clone(), l.clone())).collect();
-    tasks.push(task(
-        "wikidata_relations",
+    let shared = rels_of_pair.values().filter(|r| r.len() > 1).count();
+    let verbalizer = labels.iter().map(|l| (l.clone(), split_camel(l))).collect();
+    let mut d = task(
+        REL_POOL,
         TaskKind::Relation,
-        provenance(BIGBENCH, "bigbench/benchmark_tasks/qa_wikidata/task.json"),
+        provenance(
+            BIGBENCH,
+            "bigbench/benchmark_tasks/{gem/webnlg_en,qa_wikidata}/task.json",
+        ),
         labels,
         verbalizer,
-        "qa_wikidata \"The R of S is\" -> O as the sentence \"The R of [[S]] is <<O>>.\"; R is the longest \
-         prefix before an \" of \" covering half the examples of the shortest and at least 10; \
-         the relation words are in the text, so this is an augmentation pool, not a test of relation learning",
-        dedupe(wiki.into_iter().map(|(_, e)| e).collect()),
-    ));
+        format!(
+            "unlabelled pool for ERDA's retrieval: located WebNLG sentences not in a relations task (other \
+             relations, train-side overflow) and qa_wikidata \"The R of [[S]] is <<O>>.\", none of an entity pair \
+             on a test side; targets are the true relations, for measuring retrieval only. \
+             {shared} of {} WebNLG entity pairs hold more than one relation",
+            rels_of_pair.len()
+        ),
+        Vec::new(),
+    );
+    d.presplit = Some((pool, Vec::new()));
+    tasks.push(d);
     Ok((tasks, names))
 }
 
@@ -845,25 +940,9 @@ pub fn build(raw: &Path, out: &Path, log: &mut dyn FnMut(&str)) -> Result<Manife
     let mut tasks = Vec::new();
     for d in derived {
         let mut info = d.info;
-        // Relation tasks are split per relation so every relation has test examples.
-        let (train, test) = if info.kind == TaskKind::Relation && info.name != "wikidata_relations"
-        {
-            let mut tr = Vec::new();
-            let mut te = Vec::new();
-            for l in &info.labels {
-                let of: Vec<Example> = d
-                    .examples
-                    .iter()
-                    .filter(|e| &e.target == l)
-                    .cloned()
-                    .collect();
-                let (a, b) = split(of, 0.5, TEST_CAP, TRAIN_CAP, SPLIT_SEED);
-                tr.extend(a);
-                te.extend(b);
-            }
-            (tr, te)
-        } else {
-            split(d.examples, TEST_FRACTION, TEST_CAP, TRAIN_CAP, SPLIT_SEED)
+        let (train, test) = match d.presplit {
+            Some(split) => split,
+            None => split(d.examples, TEST_FRACTION, TEST_CAP, TRAIN_CAP, SPLIT_SEED),
         };
         info.counts = Counts {
             train: train.len(),
@@ -926,6 +1005,42 @@ mod tests {
         assert_eq!(find_mention("Alanis Bean", "Alan"), None);
         assert_eq!(surface("Paris_(France)"), "Paris");
         assert_eq!(split_camel("birthPlace"), "birth place");
+    }
+
+    #[test]
+    fn no_entity_pair_is_on_both_sides_of_the_relation_split() {
+        let ex = |h: &str, t: &str, rel: &str| Example {
+            head: Some(h.into()),
+            tail: Some(t.into()),
+            ..Example::new(format!("[[{h}]] {rel} <<{t}>>"), rel)
+        };
+        // Two relations sharing pairs (as 21 WebNLG pairs do); one pair written in two cases.
+        let a: Vec<Example> = (0..30)
+            .map(|i| ex(&format!("H{}", i % 10), "T", "a"))
+            .collect();
+        let b: Vec<Example> = (0..30)
+            .map(|i| ex(&format!("h{}", i % 12), "t", "b"))
+            .collect();
+        let mut sides = HashMap::new();
+        let mut seen: HashMap<(String, String), bool> = HashMap::new();
+        for v in [a, b] {
+            let (train, test, over) = split_by_pair(v, &mut sides);
+            assert!(!test.is_empty() && test.len() <= REL_TEST_CAP);
+            assert!(
+                test.len() >= 30 / 3,
+                "test holds about a third: {}",
+                test.len()
+            );
+            for (e, side) in train
+                .iter()
+                .map(|e| (e, false))
+                .chain(test.iter().map(|e| (e, true)))
+                .chain(over.iter().map(|e| (e, false)))
+            {
+                let was = *seen.entry(pair_of(e)).or_insert(side);
+                assert_eq!(was, side, "pair {:?} on both sides", pair_of(e));
+            }
+        }
     }
 
     #[test]

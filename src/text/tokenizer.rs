@@ -29,11 +29,22 @@ impl T5Tokenizer {
 
     /// Token ids with the closing `</s>` (id 1) that T5's post-processor appends.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        let enc = self
-            .inner
+        Ok(self.raw(text)?.get_ids().to_vec())
+    }
+
+    /// Token ids as `encode` gives them, with each token's byte range in `text` (`</s>`: 0..0).
+    pub fn encode_with_offsets(&self, text: &str) -> Result<Spans, TokenizerError> {
+        let enc = self.raw(text)?;
+        Ok(Spans {
+            ids: enc.get_ids().to_vec(),
+            offsets: enc.get_offsets().to_vec(),
+        })
+    }
+
+    fn raw(&self, text: &str) -> Result<tokenizers::Encoding, TokenizerError> {
+        self.inner
             .encode(text, true)
-            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
-        Ok(enc.get_ids().to_vec())
+            .map_err(|e| TokenizerError::Encode(e.to_string()))
     }
 
     /// Text of `ids`, special tokens dropped.
@@ -42,4 +53,10 @@ impl T5Tokenizer {
             .decode(ids, true)
             .map_err(|e| TokenizerError::Decode(e.to_string()))
     }
+}
+
+/// Token ids with the byte range in the text of each.
+pub struct Spans {
+    pub ids: Vec<u32>,
+    pub offsets: Vec<(usize, usize)>,
 }
