@@ -6,12 +6,13 @@
 use crate::cpu::gemm::{View, matmul};
 use crate::tasks::sampling::SplitMix64;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Head {
     pub dim_in: usize,
     pub dim_out: usize,
     /// `W` row-major `[dim_out, dim_in]`, then `b` `[dim_out]`: one flat vector for the
     /// optimiser and the clip.
+    #[serde(with = "super::classifier::floats")]
     pub params: Vec<f32>,
 }
 

@@ -12,6 +12,7 @@
 
 use super::RelationError;
 use super::augment::{Calibration, PoolIndex, Retrieved, calibrate, retrieve};
+use super::classifier::Classifier;
 use super::encoder::Vectors;
 use super::head::Head;
 use super::loss::{Weights, prototype_loss, swap_loss, unit};
@@ -269,7 +270,7 @@ fn accuracy(
     (strict, lenient as f64 / gold.len().max(1) as f64)
 }
 
-fn cosines(z: &[f32], d: usize, protos: &[f32]) -> Vec<Vec<f32>> {
+pub(crate) fn cosines(z: &[f32], d: usize, protos: &[f32]) -> Vec<Vec<f32>> {
     z.chunks(d)
         .map(|row| {
             let u = unit(row);
@@ -281,15 +282,15 @@ fn cosines(z: &[f32], d: usize, protos: &[f32]) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// One run of `method` over the stream in `seed`'s order; `on_task` sees each task's results
-/// as they come (and may stop the run by returning false).
+/// One run of `method` over the stream in `seed`'s order, and the classifier it ends with;
+/// `on_task` sees each task's results as they come (and may stop the run by returning false).
 pub fn run(
     p: &Prepared,
     method: Method,
     cfg: &Config,
     seed: u64,
     on_task: &mut dyn FnMut(&AfterTask) -> bool,
-) -> Result<RelationRun, RelationError> {
+) -> Result<(RelationRun, Classifier), RelationError> {
     let s = p.stream;
     let order = order(s.tasks.len(), seed);
     let mut rng = SplitMix64::new(seed ^ 0x5EED_E4DA);
@@ -476,13 +477,36 @@ pub fn run(
             break;
         }
     }
-    Ok(RelationRun {
+    let classifier = Classifier {
         method,
-        shots: cfg.shots,
-        seed,
-        order: order.iter().map(|&i| s.tasks[i].name.clone()).collect(),
-        after,
-    })
+        labels: seen.iter().map(|&r| s.relations[r].label.clone()).collect(),
+        dim: if method == Method::Ncm {
+            p.dim
+        } else {
+            head.dim_out
+        },
+        prototypes: if method == Method::Ncm {
+            seen.iter().flat_map(|r| unit(&class_means[r])).collect()
+        } else {
+            let mem = if method.memory() {
+                &memory
+            } else {
+                &BTreeMap::new()
+            };
+            prototypes(&head, p, &seen, mem)
+        },
+        head: (method != Method::Ncm).then_some(head),
+    };
+    Ok((
+        RelationRun {
+            method,
+            shots: cfg.shots,
+            seed,
+            order: order.iter().map(|&i| s.tasks[i].name.clone()).collect(),
+            after,
+        },
+        classifier,
+    ))
 }
 
 /// One optimiser step on a batch: the prototype losses, and on its memory examples the
@@ -650,7 +674,8 @@ mod tests {
             ..Config::default()
         };
         for m in METHODS {
-            let run = run(&p, m, &cfg, 100, &mut |_| true).unwrap();
+            let (run, classifier) = run(&p, m, &cfg, 100, &mut |_| true).unwrap();
+            assert_eq!(classifier.labels.len(), 9);
             assert_eq!(run.after.len(), 3, "{}", m.name());
             assert_eq!(run.order[0], "t0", "the first task is fixed");
             for a in &run.after {
@@ -665,10 +690,15 @@ mod tests {
             );
             assert!(first > 0.8, "{}: first task strict {first}", m.name());
             let again = super::run(&p, m, &cfg, 100, &mut |_| true).unwrap();
-            assert_eq!(run, again, "{}: not deterministic for a seed", m.name());
+            assert_eq!(
+                (run, classifier),
+                again,
+                "{}: not deterministic for a seed",
+                m.name()
+            );
         }
         // Augmentation found the pool sentence with each support example's entity pair.
-        let erda = run(&p, Method::Erda, &cfg, 100, &mut |_| true).unwrap();
+        let (erda, _) = run(&p, Method::Erda, &cfg, 100, &mut |_| true).unwrap();
         let aug = &erda.after[1].augmented;
         assert!(
             aug.iter().any(|a| a.same_pair && a.truth == a.label),

@@ -6,11 +6,15 @@
 //! Where ours departs from the authors' code, the item says **ours**.
 
 pub mod augment;
+pub mod classifier;
 pub mod encoder;
 pub mod head;
 pub mod instance;
 pub mod learner;
 pub mod loss;
+pub mod paste;
+pub mod record;
+pub mod split;
 pub mod stream;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -34,6 +34,7 @@ pub struct RelationTask {
 }
 
 /// One task as read from the data or pasted: name, (label, words) per relation, train, test.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TaskSpec {
     pub name: String,
     pub relations: Vec<(String, String)>,

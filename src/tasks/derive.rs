@@ -6,6 +6,7 @@ use super::sampling::{SplitMix64, split};
 use super::{
     Counts, DataError, Example, MANIFEST_FORMAT, Manifest, Provenance, TaskInfo, TaskKind,
 };
+use crate::relation::split::{Caps, pair_of, split_by_pair};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -96,12 +97,17 @@ const BIGBENCH_EXCLUDED: [&str; 14] = [
 /// Relation stream: relation types with at least `REL_MIN` located examples over at least
 /// `REL_MIN_PAIRS` entity pairs, `REL_TASKS` tasks of `REL_PER_TASK` relations (ERDA's TACRED
 /// layout; BIG-bench's WebNLG has too few entity pairs for FewRel's 8 x 10). Train and test
-/// are split by entity pair, never by sentence: test takes about a third of a relation's examples, at most `REL_TEST_CAP`; train at most `REL_TRAIN_CAP`
+/// are split by entity pair, never by sentence (`relation::split`): test takes about a third of
+/// a relation's examples, at most `REL_TEST_CAP`; train at most `REL_TRAIN_CAP`
 /// (ERDA's first task has 100 per relation); the rest goes to the unlabelled pool.
 const REL_MIN: usize = 20;
 const REL_MIN_PAIRS: usize = 4;
 const REL_TEST_CAP: usize = 20;
 const REL_TRAIN_CAP: usize = 100;
+const REL_CAPS: Caps = Caps {
+    test: REL_TEST_CAP,
+    train: REL_TRAIN_CAP,
+};
 /// qa_wikidata relations need this many examples.
 const WIKIDATA_MIN: usize = 10;
 const REL_TASKS: usize = 8;
@@ -761,49 +767,6 @@ fn wikidata_relations(t: &BbTask) -> Vec<(String, Example)> {
     out
 }
 
-/// A relation example's entity pair, case-folded: the unit of the train/test split.
-fn pair_of(e: &Example) -> (String, String) {
-    let f = |m: &Option<String>| m.as_deref().unwrap_or("").to_lowercase();
-    (f(&e.head), f(&e.tail))
-}
-
-/// One relation's examples split by entity pair. Pairs an earlier relation put on one side stay
-/// there (`sides`: true = test); the free pairs, in a seeded order, fill the test side up to
-/// about a third of the examples. Returns (train, test, overflow): overflow holds train-side
-/// examples past `REL_TRAIN_CAP` (they may go to the pool); test-side ones past the cap are
-/// dropped, since no sentence of a test pair may reach the pool.
-fn split_by_pair(
-    examples: Vec<Example>,
-    sides: &mut HashMap<(String, String), bool>,
-) -> (Vec<Example>, Vec<Example>, Vec<Example>) {
-    let mut by_pair: BTreeMap<(String, String), Vec<Example>> = BTreeMap::new();
-    for e in examples {
-        by_pair.entry(pair_of(&e)).or_default().push(e);
-    }
-    let total: usize = by_pair.values().map(Vec::len).sum();
-    let want = REL_TEST_CAP.min(total / 3);
-    let mut pairs: Vec<_> = by_pair.into_iter().collect();
-    SplitMix64::new(SPLIT_SEED).shuffle(&mut pairs);
-    // Pairs already on the test side first, so they count towards `want`.
-    pairs.sort_by_key(|(p, _)| sides.get(p) != Some(&true));
-    let (mut train, mut test) = (Vec::new(), Vec::new());
-    for (p, v) in pairs {
-        let to_test = match sides.get(&p) {
-            Some(&side) => side,
-            None => test.len() < want,
-        };
-        sides.insert(p, to_test);
-        if to_test { &mut test } else { &mut train }.extend(v);
-    }
-    test.truncate(REL_TEST_CAP);
-    let overflow = if train.len() > REL_TRAIN_CAP {
-        train.split_off(REL_TRAIN_CAP)
-    } else {
-        Vec::new()
-    };
-    (train, test, overflow)
-}
-
 fn relation_tasks(raw: &Path) -> Result<(Vec<Derived>, Vec<String>), DataError> {
     let root = raw.join(BIGBENCH.0);
     let webnlg = webnlg_mentions(&read_bigbench(&root, "gem/webnlg_en")?);
@@ -838,7 +801,8 @@ fn relation_tasks(raw: &Path) -> Result<(Vec<Derived>, Vec<String>), DataError> 
         let name = format!("relations.t{:02}", i + 1);
         let (mut train, mut test) = (Vec::new(), Vec::new());
         for rel in group {
-            let (tr, te, over) = split_by_pair(by_rel[rel].clone(), &mut sides);
+            let (tr, te, over) =
+                split_by_pair(by_rel[rel].clone(), &mut sides, REL_CAPS, SPLIT_SEED);
             train.extend(tr);
             test.extend(te);
             pool.extend(over);
@@ -1005,42 +969,6 @@ mod tests {
         assert_eq!(find_mention("Alanis Bean", "Alan"), None);
         assert_eq!(surface("Paris_(France)"), "Paris");
         assert_eq!(split_camel("birthPlace"), "birth place");
-    }
-
-    #[test]
-    fn no_entity_pair_is_on_both_sides_of_the_relation_split() {
-        let ex = |h: &str, t: &str, rel: &str| Example {
-            head: Some(h.into()),
-            tail: Some(t.into()),
-            ..Example::new(format!("[[{h}]] {rel} <<{t}>>"), rel)
-        };
-        // Two relations sharing pairs (as 21 WebNLG pairs do); one pair written in two cases.
-        let a: Vec<Example> = (0..30)
-            .map(|i| ex(&format!("H{}", i % 10), "T", "a"))
-            .collect();
-        let b: Vec<Example> = (0..30)
-            .map(|i| ex(&format!("h{}", i % 12), "t", "b"))
-            .collect();
-        let mut sides = HashMap::new();
-        let mut seen: HashMap<(String, String), bool> = HashMap::new();
-        for v in [a, b] {
-            let (train, test, over) = split_by_pair(v, &mut sides);
-            assert!(!test.is_empty() && test.len() <= REL_TEST_CAP);
-            assert!(
-                test.len() >= 30 / 3,
-                "test holds about a third: {}",
-                test.len()
-            );
-            for (e, side) in train
-                .iter()
-                .map(|e| (e, false))
-                .chain(test.iter().map(|e| (e, true)))
-                .chain(over.iter().map(|e| (e, false)))
-            {
-                let was = *seen.entry(pair_of(e)).or_insert(side);
-                assert_eq!(was, side, "pair {:?} on both sides", pair_of(e));
-            }
-        }
     }
 
     #[test]

@@ -132,7 +132,11 @@ pub fn relations(r: &Runner, a: &RelationsArgs) -> Result<(), String> {
         for &seed in &a.seeds {
             for &m in &a.methods {
                 bar.set_message(format!("{} {shots}-shot seed {seed}", m.name()));
-                runs.push(run(&prepared, m, &cfg, seed, &mut |_| true).map_err(|e| e.to_string())?);
+                runs.push(
+                    run(&prepared, m, &cfg, seed, &mut |_| true)
+                        .map_err(|e| e.to_string())?
+                        .0,
+                );
                 bar.inc(1);
             }
         }
@@ -153,23 +157,48 @@ pub fn relations(r: &Runner, a: &RelationsArgs) -> Result<(), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     write_atomic(&a.out, &report)?;
-    let json = serde_json::json!({
-        "command": a.command_line,
-        "commit": crate::meta_cmd::git_commit(),
-        "engine": r.name,
-        "config": a.config,
-        "calibration": cal,
-        "runs": runs,
-    });
-    write_atomic(
-        &a.out.with_extension("json"),
-        &serde_json::to_string_pretty(&json).expect("JSON"),
-    )?;
-    println!(
-        "wrote {} and {}",
-        a.out.display(),
-        a.out.with_extension("json").display()
-    );
+    println!("wrote {}", a.out.display());
+    // The figures go with the table; the sentences (retrieved, remembered: 8 MB) go to a
+    // `.runs.json` beside it that is not committed.
+    let figures: Vec<_> = runs
+        .iter()
+        .map(|run| {
+            serde_json::json!({
+                "method": run.method,
+                "shots": run.shots,
+                "seed": run.seed,
+                "order": run.order,
+                "after": run.after.iter().map(|t| serde_json::json!({
+                    "task": t.task,
+                    "seen_relations": t.seen_relations,
+                    "strict": t.strict,
+                    "lenient": t.lenient,
+                    "per_task": t.per_task,
+                    "support": t.support,
+                    "augmented": t.augmented.len(),
+                    "memory": t.memory.len(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let head = |runs: serde_json::Value| {
+        serde_json::json!({
+            "command": a.command_line,
+            "commit": crate::meta_cmd::git_commit(),
+            "engine": r.name,
+            "config": a.config,
+            "calibration": cal,
+            "runs": runs,
+        })
+    };
+    let detail = a.out.with_extension("runs.json");
+    for (path, json) in [
+        (a.out.with_extension("json"), head(figures.into())),
+        (detail, head(serde_json::to_value(&runs).expect("JSON"))),
+    ] {
+        write_atomic(&path, &serde_json::to_string_pretty(&json).expect("JSON"))?;
+        println!("wrote {}", path.display());
+    }
     Ok(())
 }
 
