@@ -51,6 +51,18 @@ fn label(v: f64, span: f64) -> String {
     format!("{v:.decimals$}")
 }
 
+/// Where the x axis is labelled: `TICKS` even steps, or every whole number when the range holds
+/// fewer (the steps are counts: a tick at 1.5 would read "2" twice).
+fn x_ticks(x0: f64, x1: f64) -> Vec<f64> {
+    if x1 - x0 < TICKS as f64 {
+        let (a, b) = (x0.ceil() as i64, x1.floor() as i64);
+        return (a..=b).map(|v| v as f64).collect();
+    }
+    (0..=TICKS)
+        .map(|i| x0 + i as f64 / TICKS as f64 * (x1 - x0))
+        .collect()
+}
+
 /// SVG path of one series: a move at the first point and after every gap (NaN), lines between.
 fn path(
     rows: &[Row],
@@ -96,15 +108,14 @@ pub fn LineChart(
         let y = move |v: f64| H - BOTTOM - (v - y0) / yspan * (H - TOP - BOTTOM);
         let ticks = (0..=TICKS).map(|i| i as f64 / TICKS as f64);
         view! {
-            {ticks.clone().map(|t| {
+            {ticks.map(|t| {
                 let v = y0 + t * yspan;
                 view! {
                     <line class="grid" x1=LEFT x2=W - RIGHT y1=y(v) y2=y(v)/>
                     <text class="tick" x=LEFT - 4.0 y=y(v) + 4.0 text-anchor="end">{label(v, yspan)}</text>
                 }
             }).collect_view()}
-            {ticks.map(|t| {
-                let v = x0 + t * xspan;
+            {x_ticks(x0, x1).into_iter().map(|v| {
                 view! { <text class="tick" x=x(v) y=H - 8.0 text-anchor="middle">{label(v, xspan.max(20.0))}</text> }
             }).collect_view()}
             <path class="series-a" d=path(&rows, |r| r.a, x, y)/>

@@ -10,7 +10,7 @@ use crate::browser::download::fetch_plain;
 use crate::compare::{ContenderLog, InitChoice, RunRecord, Settings, Status, split_per_class};
 use crate::prompt::{SoftPrompt, peft};
 use crate::text::examples::Pasted;
-use crate::worker::protocol::{Kernels, Reply, Request};
+use crate::worker::protocol::{Kernels, Reply, Request, Scores};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
@@ -126,22 +126,22 @@ pub fn ComparePanel(pasted: Memo<Pasted>) -> impl IntoView {
             .into_iter()
             .filter(|(n, _)| wanted.contains(&InitChoice::Shipped(n.clone()).key()))
             .collect();
-        ws.stop.set(false);
-        ws.open_id.set(Some(run.id));
-        ws.run.set(Some(run.clone()));
-        ws.running.set(true);
+        ws.runs.stop.set(false);
+        ws.runs.open_id.set(Some(run.id));
+        ws.runs.run.set(Some(run.clone()));
+        ws.runs.running.set(true);
         let train = Request::Train {
             run: Box::new(run),
             shipped: found,
             kernels: ws.kernels.get_untracked(),
         };
         if let Err(e) = backend.send(train) {
-            ws.running.set(false);
+            ws.runs.running.set(false);
             error.set(Some(e));
         }
     };
     let stop = move |_| {
-        ws.stop.set(true);
+        ws.runs.stop.set(true);
         if let Err(e) = backend.send(Request::Stop) {
             error.set(Some(e));
         }
@@ -169,7 +169,7 @@ pub fn ComparePanel(pasted: Memo<Pasted>) -> impl IntoView {
         v.parse().map(|x| *slot = x).is_ok()
     }
 
-    let run = Memo::new(move |_| ws.run.get());
+    let run = Memo::new(move |_| ws.runs.run.get());
     // Predictions, the try box and the downloads once the run is over: redrawn at every update,
     // they would drop what a person types into the try box.
     let over = Memo::new(move |_| run.get().filter(|r| r.status != Status::Running));
@@ -241,9 +241,9 @@ pub fn ComparePanel(pasted: Memo<Pasted>) -> impl IntoView {
             </div>
             <div class="row">
                 <button id="train" on:click=start
-                    disabled=move || ws.running.get() || !ctx.ready.get()>"Train both"</button>
+                    disabled=move || ws.runs.running.get() || !ctx.ready.get()>"Train both"</button>
                 <button id="stop" class="secondary" on:click=stop
-                    disabled=move || !ws.running.get() || ws.stop.get()>"Stop"</button>
+                    disabled=move || !ws.runs.running.get() || ws.runs.stop.get()>"Stop"</button>
                 <Show when=move || !ctx.ready.get()>
                     <span class="note">"Load the model first."</span>
                 </Show>
@@ -374,7 +374,7 @@ fn TryBox(run: RunRecord) -> impl IntoView {
     let ws = expect_context::<Workspace>();
     let backend = expect_context::<Backend>();
     let (text, set_text) = signal(String::new());
-    let result = RwSignal::new(None::<Result<Vec<(String, Vec<(String, f32)>)>, String>>);
+    let result = RwSignal::new(None::<Result<Scores, String>>);
     let run = StoredValue::new(run);
     let go = move |_| {
         if !ctx.ready.get_untracked() {
@@ -416,20 +416,30 @@ fn TryBox(run: RunRecord) -> impl IntoView {
             {move || match result.get() {
                 None => ().into_any(),
                 Some(Err(e)) => view! { <p class="error" role="alert">{e}</p> }.into_any(),
-                Some(Ok(sides)) => view! {
-                    <div class="row">
-                        {sides.into_iter().map(|(name, scores)| view! {
-                            <table class="grid">
-                                <caption>{format!("{name}: {}", scores.first().map_or("", |s| s.0.as_str()))}</caption>
-                                <thead><tr><th>"label"</th><th>"log-probability"</th></tr></thead>
-                                <tbody>
-                                    {scores.into_iter().map(|(l, s)| view! { <tr><td>{l}</td><td>{format!("{s:.3}")}</td></tr> }).collect_view()}
-                                </tbody>
-                            </table>
-                        }).collect_view()}
-                    </div>
-                }.into_any(),
+                Some(Ok(sides)) => score_tables(sides, ("label", "log-probability"), usize::MAX).into_any(),
             }}
+        </div>
+    }
+}
+
+/// Each contender's scores, best first (at most `top` rows), captioned with its choice;
+/// `columns` names the two columns.
+pub(super) fn score_tables(
+    sides: Scores,
+    columns: (&'static str, &'static str),
+    top: usize,
+) -> impl IntoView {
+    view! {
+        <div class="row">
+            {sides.into_iter().map(|(name, scores)| view! {
+                <table class="grid">
+                    <caption>{format!("{name}: {}", scores.first().map_or("", |s| s.0.as_str()))}</caption>
+                    <thead><tr><th>{columns.0}</th><th>{columns.1}</th></tr></thead>
+                    <tbody>
+                        {scores.into_iter().take(top).map(|(l, s)| view! { <tr><td>{l}</td><td>{format!("{s:.3}")}</td></tr> }).collect_view()}
+                    </tbody>
+                </table>
+            }).collect_view()}
         </div>
     }
 }

@@ -6,6 +6,7 @@ mod examples_panel;
 mod gpu_panel;
 mod history;
 mod model_panel;
+mod relations_panel;
 mod state;
 mod worker;
 mod workspace;
@@ -16,10 +17,13 @@ use leptos::prelude::*;
 pub fn App() -> impl IntoView {
     let ctx = state::ModelCtx::new();
     let ws = workspace::Workspace::new();
+    let rel = relations_panel::RelationsWs::new();
     provide_context(ctx);
     provide_context(ws);
-    provide_context(worker::Backend::new(ws, ctx));
-    leptos::task::spawn_local(ws.load_history());
+    provide_context(rel);
+    provide_context(worker::Backend::new(ws, rel, ctx));
+    leptos::task::spawn_local(ws.runs.load());
+    leptos::task::spawn_local(rel.runs.load());
     let pasted = examples_panel::parsed(ws, ctx);
     view! {
         <header>
@@ -45,6 +49,7 @@ pub fn App() -> impl IntoView {
             <examples_panel::ExamplesPanel pasted=pasted/>
             <compare_panel::ComparePanel pasted=pasted/>
             <history::HistoryPanel/>
+            <relations_panel::RelationsPanel/>
         </main>
     }
 }

@@ -3,10 +3,10 @@
 //! worker dies (a panic traps its module), the model and any run in progress are marked failed
 //! and the next load starts a fresh worker.
 
+use super::relations_panel::RelationsWs;
 use super::state::{ModelCtx, Phase, cache_name};
 use super::workspace::Workspace;
 use crate::browser::download;
-use crate::compare::Status;
 use crate::text::tokenizer::T5Tokenizer;
 use crate::worker::protocol::{Reply, Request, decode, encode};
 use futures_channel::oneshot;
@@ -34,6 +34,7 @@ struct Inner {
 pub struct Backend {
     inner: StoredValue<Inner, LocalStorage>,
     ws: Workspace,
+    rel: RelationsWs,
     ctx: ModelCtx,
 }
 
@@ -45,10 +46,11 @@ fn post(worker: &Worker, req: &Request) -> Result<(), String> {
 }
 
 impl Backend {
-    pub fn new(ws: Workspace, ctx: ModelCtx) -> Self {
+    pub fn new(ws: Workspace, rel: RelationsWs, ctx: ModelCtx) -> Self {
         Self {
             inner: StoredValue::new_local(Inner::default()),
             ws,
+            rel,
             ctx,
         }
     }
@@ -164,17 +166,9 @@ impl Backend {
                 });
                 leptos::task::spawn_local(read_tokenizer(ctx));
             }
-            Reply::Run { record, keep } => {
-                let over = record.status != Status::Running;
-                ws.run.set(Some((*record).clone()));
-                if keep {
-                    leptos::task::spawn_local(ws.keep(*record));
-                }
-                if over {
-                    ws.running.set(false);
-                }
-            }
-            Reply::Generated { .. } | Reply::Scored { .. } => {}
+            Reply::Run { record, keep } => ws.runs.update(*record, keep),
+            Reply::Relations { record, keep } => self.rel.runs.update(*record, keep),
+            Reply::Generated { .. } | Reply::Scored { .. } | Reply::RelationScored { .. } => {}
         }
     }
 
@@ -191,15 +185,12 @@ impl Backend {
             i.pending.clear();
         });
         self.ctx.phase.set(Phase::Failed(why.clone()));
-        if self.ws.running.get_untracked()
-            && let Some(mut rec) = self.ws.run.get_untracked()
-        {
-            rec.status = Status::Failed;
-            rec.contenders[0].error.get_or_insert(why);
-            self.ws.run.set(Some(rec.clone()));
-            leptos::task::spawn_local(self.ws.keep(rec));
-        }
-        self.ws.running.set(false);
+        self.ws.runs.crashed(|r| {
+            r.contenders[0].error.get_or_insert(why.clone());
+        });
+        self.rel.runs.crashed(|r| {
+            r.error.get_or_insert(why.clone());
+        });
     }
 }
 

@@ -98,7 +98,7 @@ pub mod floats {
         } else {
             serde_bytes_vec(d)?
         };
-        if bytes.len() % 4 != 0 {
+        if !bytes.len().is_multiple_of(4) {
             return Err(D::Error::custom(format!(
                 "{} bytes is not a whole number of f32 values",
                 bytes.len()

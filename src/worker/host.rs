@@ -17,6 +17,7 @@ use crate::prompt::bench;
 use crate::prompt::engine::Engine;
 use crate::prompt::tune::Pair;
 use crate::prompt::{SoftPrompt, initial_prompt};
+use crate::relation::encoder::Vectors;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use wasm_bindgen::JsCast;
@@ -31,8 +32,8 @@ const FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
 
 /// The frozen T5 thrice over: our CPU engine, our WGSL engine when there is WebGPU, and burn's
 /// model (generation, initialisations, the generic engine) on the faster engine's device.
-struct Loaded {
-    model: LoadedModel,
+pub(super) struct Loaded {
+    pub(super) model: LoadedModel,
     cpu: Box<CpuT5>,
     /// Our WGSL engine and the adapter's name.
     gpu: Option<(Box<GpuT5>, String)>,
@@ -101,7 +102,7 @@ impl Loaded {
             }
     }
 
-    fn engine(&self, k: Kernels) -> Engine<'_> {
+    pub(super) fn engine(&self, k: Kernels) -> Engine<'_> {
         match (&self.gpu, k) {
             (_, Kernels::Generic) => Engine::Burn(&self.model.t5),
             (Some((g, _)), _) if self.on_wgsl(k) => Engine::Wgpu(g),
@@ -109,7 +110,7 @@ impl Loaded {
         }
     }
 
-    fn engine_name(&self, k: Kernels) -> String {
+    pub(super) fn engine_name(&self, k: Kernels) -> String {
         match (&self.gpu, k) {
             (Some((_, adapter)), Kernels::Generic) if self.wgsl_fastest => {
                 format!("burn's generic ops on {adapter}")
@@ -152,14 +153,16 @@ async fn time_step(
 
 /// The worker's state between messages.
 #[derive(Default)]
-struct Host {
+pub(super) struct Host {
     loaded: RefCell<Option<Rc<Loaded>>>,
     /// A load or a run in progress (the page waits for its end before the next).
     busy: Cell<bool>,
-    stop: Cell<bool>,
+    pub(super) stop: Cell<bool>,
+    /// The relation encoder's vectors for the loaded model (`relations`).
+    pub(super) vectors: RefCell<Option<Vectors>>,
 }
 
-fn post(reply: &Reply) {
+pub(super) fn post(reply: &Reply) {
     let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
     let sent = super::protocol::encode(reply).and_then(|bytes| {
         scope
@@ -216,6 +219,7 @@ fn handle(host: Rc<Host>, req: Request) {
                             secs,
                         };
                         *host.loaded.borrow_mut() = Some(Rc::new(l));
+                        host.vectors.take();
                         reply
                     }
                     Err(error) => Reply::LoadFailed { error },
@@ -244,6 +248,42 @@ fn handle(host: Rc<Host>, req: Request) {
             spawn_local(async move {
                 train(&host, &l, kernels, &shipped, rec).await;
                 host.busy.set(false);
+            });
+        }
+        Request::Relations { run, kernels } => {
+            let mut rec = *run;
+            let loaded = host.loaded.borrow().clone();
+            let Some(l) = loaded.filter(|_| !host.busy.get()) else {
+                rec.status = Status::Failed;
+                rec.error = Some("the model is not loaded, or still busy".into());
+                return post(&Reply::Relations {
+                    record: Box::new(rec),
+                    keep: true,
+                });
+            };
+            host.busy.set(true);
+            host.stop.set(false);
+            spawn_local(async move {
+                super::relations::learn(&host, &l, kernels, rec).await;
+                host.busy.set(false);
+            });
+        }
+        Request::ScoreRelation {
+            id,
+            text,
+            classifiers,
+            kernels,
+        } => {
+            let loaded = host.loaded.borrow().clone();
+            spawn_local(async move {
+                let result = match loaded {
+                    Some(l) if !host.busy.get() => {
+                        super::relations::score(&host, &l, kernels, &text, &classifiers).await
+                    }
+                    Some(_) => Err("the worker is busy with a run".into()),
+                    None => Err("the model is not loaded".into()),
+                };
+                post(&Reply::RelationScored { id, result });
             });
         }
         Request::Generate { id, text, max_new } => {

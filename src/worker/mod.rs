@@ -7,3 +7,6 @@ pub mod protocol;
 
 #[cfg(target_arch = "wasm32")]
 pub mod host;
+
+#[cfg(target_arch = "wasm32")]
+mod relations;

@@ -6,6 +6,8 @@
 use crate::compare::RunRecord;
 use crate::prompt::SoftPrompt;
 use crate::prompt::bench::Shape;
+use crate::relation::classifier::Classifier;
+use crate::relation::record::RelationRecord;
 use serde::{Deserialize, Serialize};
 
 /// Which engine trains: the faster of ours as timed at load, one of ours by name, or burn's
@@ -107,6 +109,20 @@ pub enum Request {
         text: String,
         kernels: Kernels,
     },
+    /// Encode `run`'s sentences on our engine (`kernels`; burn's generic ops have no pooled
+    /// states, so `Generic` means the fastest of ours) and learn its stream with both
+    /// contenders, one after the other.
+    Relations {
+        run: Box<RelationRecord>,
+        kernels: Kernels,
+    },
+    /// Every relation's score for one marked sentence under each named classifier.
+    ScoreRelation {
+        id: u64,
+        text: String,
+        classifiers: Vec<(String, Classifier)>,
+        kernels: Kernels,
+    },
 }
 
 /// Label scores of one contender, best first.
@@ -149,13 +165,24 @@ pub enum Reply {
         id: u64,
         result: Result<Scores, String>,
     },
+    /// A relation run so far, as `Run` is for a comparison.
+    Relations {
+        record: Box<RelationRecord>,
+        keep: bool,
+    },
+    RelationScored {
+        id: u64,
+        result: Result<Scores, String>,
+    },
 }
 
 impl Reply {
     /// The request this answers, for replies that answer one.
     pub fn answers(&self) -> Option<u64> {
         match self {
-            Reply::Generated { id, .. } | Reply::Scored { id, .. } => Some(*id),
+            Reply::Generated { id, .. }
+            | Reply::Scored { id, .. }
+            | Reply::RelationScored { id, .. } => Some(*id),
             _ => None,
         }
     }

@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { serveDist, launchBrowser, watchConsole, screenshotPath, dist, PASTE, setField } from './harness.mjs';
+import { serveDist, launchBrowser, watchConsole, screenshotPath, dist, PASTE, setField, loadTinyModel } from './harness.mjs';
 
 let server;
 before(async () => {
@@ -19,14 +19,6 @@ before(async () => {
 after(async () => {
   await server?.close();
 });
-
-/** Loads the tiny model (served at models/tiny) and waits until it is ready. */
-async function loadTinyModel(page, log) {
-  await page.goto(`${server.url}?model=models/tiny`);
-  await (await page.waitForSelector('#model-load', { timeout: 60_000 })).click();
-  await page.waitForSelector('#model-status[data-phase="ready"], #model-status[data-phase="failed"]', { timeout: 120_000 });
-  assert.equal(await page.getAttribute('#model-status', 'data-phase'), 'ready', log.join('\n'));
-}
 
 /** PT vocab against PT random (the shipped MPT prompts are 512 wide, the tiny model 16), 3
  * training examples per label, prompt length 4. */
@@ -55,7 +47,7 @@ test('paste, train two contenders, stop, reload, reopen, download', async () => 
   const log = watchConsole(page);
   await page.addInitScript(observeLongTasks);
   try {
-    await loadTinyModel(page, log);
+    await loadTinyModel(page, server.url, log);
 
     // 1. Paste, with three bad lines.
     await page.fill('#paste', PASTE);
@@ -163,7 +155,7 @@ test('without WebGPU the comparison trains on the CPU in WebAssembly', async () 
     delete Navigator.prototype.gpu;
   });
   try {
-    await loadTinyModel(page, log);
+    await loadTinyModel(page, server.url, log);
     await page.waitForSelector('#webgpu-missing', { timeout: 60_000 });
     await page.fill('#paste', PASTE);
     await twoPtContenders(page, { steps: 3, evalEvery: 3 });

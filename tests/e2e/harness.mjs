@@ -105,3 +105,13 @@ export async function setField(page, id, value) {
   await page.fill(id, String(value));
   await page.dispatchEvent(id, 'change');
 }
+
+/** Loads the tiny model (served at models/tiny by the page at `url`) and waits until it is ready. */
+export async function loadTinyModel(page, url, log) {
+  await page.goto(`${url}?model=models/tiny`);
+  await (await page.waitForSelector('#model-load', { timeout: 60_000 })).click();
+  await page.waitForSelector('#model-status[data-phase="ready"], #model-status[data-phase="failed"]', { timeout: 120_000 });
+  if ((await page.getAttribute('#model-status', 'data-phase')) !== 'ready') {
+    throw new Error(`the tiny model did not load:\n${log.join('\n')}`);
+  }
+}

@@ -2,6 +2,8 @@
 
 use clap::Subcommand;
 use metaprompt::compare::Preset;
+use metaprompt::relation::split::pair_of;
+use metaprompt::tasks::derive::REL_POOL;
 use metaprompt::tasks::{self, Manifest, store};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -206,5 +208,77 @@ fn presets(data: &Path, suite: &str, per_label: usize, out: &Path) -> Result<(),
     let json = serde_json::to_string_pretty(&index).map_err(|e| e.to_string())?;
     std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display()))?;
     println!("wrote {} presets to {}", index.len(), out.display());
+    if m.task(REL_POOL).is_ok() {
+        relations_preset(data, &m, out)?;
+    }
+    Ok(())
+}
+
+/// Examples per relation in the page's relation preset: the first task's (ERDA learns it from
+/// many), the later tasks' (few-shot), and the pool's sentences. Sized so that the page's CPU
+/// engine encodes the whole paste in about a minute.
+const PRESET_FIRST: usize = 45;
+const PRESET_LATER: usize = 20;
+const PRESET_POOL: usize = 300;
+
+/// `OUT/relations.txt`: the relation stream as a person would paste it (the page's Relations
+/// section): `# task` headers, `sentence<TAB>relation` lines (train and test together: the page
+/// splits them by entity pair), then `# pool`.
+fn relations_preset(data: &Path, m: &Manifest, out: &Path) -> Result<(), String> {
+    let read =
+        |t: &tasks::TaskInfo, split| store::read_split(data, t, split).map_err(|e| e.to_string());
+    let mut text = String::new();
+    let mut lines = 0;
+    // A sentence marked for two relations (a pair holding both) is written once, as the page
+    // rejects a repeated sentence.
+    let mut written = std::collections::HashSet::new();
+    for (i, t) in m
+        .suite("relations")
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .enumerate()
+    {
+        let cap = if i == 0 { PRESET_FIRST } else { PRESET_LATER };
+        text.push_str(&format!("# {}\n", t.name));
+        let all = [read(t, "train")?, read(t, "test")?].concat();
+        for label in &t.labels {
+            // One example per entity pair in turn, so that the page's split by pair has pairs
+            // for both sides.
+            let mut by_pair: std::collections::BTreeMap<_, Vec<_>> = Default::default();
+            for e in all.iter().filter(|e| &e.target == label) {
+                by_pair.entry(pair_of(e)).or_default().push(e);
+            }
+            let mut picked: Vec<&tasks::Example> = Vec::new();
+            for round in 0.. {
+                let before = picked.len();
+                picked.extend(by_pair.values().filter_map(|v| v.get(round)));
+                if picked.len() == before || picked.len() >= cap {
+                    break;
+                }
+            }
+            for e in picked.into_iter().take(cap) {
+                if written.insert(e.input.clone()) {
+                    text.push_str(&format!("{}\t{}\n", e.input, t.verbalize(label)));
+                    lines += 1;
+                }
+            }
+        }
+    }
+    text.push_str("# pool\n");
+    let pool = read(m.task(REL_POOL).map_err(|e| e.to_string())?, "train")?;
+    for e in pool
+        .iter()
+        .filter(|e| written.insert(e.input.clone()))
+        .take(PRESET_POOL)
+    {
+        text.push_str(&format!("{}\n", e.input));
+    }
+    let path = out.join("relations.txt");
+    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!(
+        "wrote {} ({lines} relation examples, {} pool sentences)",
+        path.display(),
+        pool.len().min(PRESET_POOL)
+    );
     Ok(())
 }
