@@ -216,7 +216,7 @@ fn presets(data: &Path, suite: &str, per_label: usize, out: &Path) -> Result<(),
 
 /// Examples per relation in the page's relation preset: the first task's (ERDA learns it from
 /// many), the later tasks' (few-shot), and the pool's sentences: 1,224 sentences to encode,
-/// about six minutes on the page's CPU engine in WebAssembly (288 ms each on a 2-core EPYC).
+/// 99 s on the page's CPU engine in WebAssembly (81 ms each on a 2-core Xeon).
 const PRESET_FIRST: usize = 45;
 const PRESET_LATER: usize = 20;
 const PRESET_POOL: usize = 300;
