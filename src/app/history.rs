@@ -23,37 +23,29 @@ pub trait Stored: Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync
     fn summary(&self) -> String;
 }
 
-impl Stored for RunRecord {
-    const STORE: &'static str = "runs";
-    fn id(&self) -> u64 {
-        self.id
-    }
-    fn status(&self) -> Status {
-        self.status
-    }
-    fn set_status(&mut self, s: Status) {
-        self.status = s;
-    }
-    fn summary(&self) -> String {
-        RunRecord::summary(self)
-    }
+/// Both kinds hold `id`, `status` and a `summary()` of their own.
+macro_rules! stored {
+    ($ty:ty, $store:literal) => {
+        impl Stored for $ty {
+            const STORE: &'static str = $store;
+            fn id(&self) -> u64 {
+                self.id
+            }
+            fn status(&self) -> Status {
+                self.status
+            }
+            fn set_status(&mut self, s: Status) {
+                self.status = s;
+            }
+            fn summary(&self) -> String {
+                <$ty>::summary(self)
+            }
+        }
+    };
 }
 
-impl Stored for RelationRecord {
-    const STORE: &'static str = "relation-runs";
-    fn id(&self) -> u64 {
-        self.id
-    }
-    fn status(&self) -> Status {
-        self.status
-    }
-    fn set_status(&mut self, s: Status) {
-        self.status = s;
-    }
-    fn summary(&self) -> String {
-        RelationRecord::summary(self)
-    }
-}
+stored!(RunRecord, "runs");
+stored!(RelationRecord, "relation-runs");
 
 fn err(what: &str, e: impl std::fmt::Display) -> String {
     format!("run history (IndexedDB) {what}: {e}")

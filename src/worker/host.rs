@@ -162,6 +162,20 @@ pub(super) struct Host {
     pub(super) vectors: RefCell<Option<Vectors>>,
 }
 
+/// Why a run was refused.
+const NOT_READY: &str = "the model is not loaded, or still busy";
+
+impl Host {
+    /// The loaded model for a new run, the host marked busy and the stop cleared; None when
+    /// there is no model or a load or run is in progress.
+    fn claim(&self) -> Option<Rc<Loaded>> {
+        let l = self.loaded.borrow().clone().filter(|_| !self.busy.get())?;
+        self.busy.set(true);
+        self.stop.set(false);
+        Some(l)
+    }
+}
+
 pub(super) fn post(reply: &Reply) {
     let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
     let sent = super::protocol::encode(reply).and_then(|bytes| {
@@ -234,17 +248,14 @@ fn handle(host: Rc<Host>, req: Request) {
             kernels,
         } => {
             let mut rec = *run;
-            let loaded = host.loaded.borrow().clone();
-            let Some(l) = loaded.filter(|_| !host.busy.get()) else {
+            let Some(l) = host.claim() else {
                 rec.status = Status::Failed;
-                rec.contenders[0].error = Some("the model is not loaded, or still busy".into());
+                rec.contenders[0].error = Some(NOT_READY.into());
                 return post(&Reply::Run {
                     record: Box::new(rec),
                     keep: true,
                 });
             };
-            host.busy.set(true);
-            host.stop.set(false);
             spawn_local(async move {
                 train(&host, &l, kernels, &shipped, rec).await;
                 host.busy.set(false);
@@ -252,17 +263,14 @@ fn handle(host: Rc<Host>, req: Request) {
         }
         Request::Relations { run, kernels } => {
             let mut rec = *run;
-            let loaded = host.loaded.borrow().clone();
-            let Some(l) = loaded.filter(|_| !host.busy.get()) else {
+            let Some(l) = host.claim() else {
                 rec.status = Status::Failed;
-                rec.error = Some("the model is not loaded, or still busy".into());
+                rec.error = Some(NOT_READY.into());
                 return post(&Reply::Relations {
                     record: Box::new(rec),
                     keep: true,
                 });
             };
-            host.busy.set(true);
-            host.stop.set(false);
             spawn_local(async move {
                 super::relations::learn(&host, &l, kernels, rec).await;
                 host.busy.set(false);

@@ -73,18 +73,20 @@ async fn learn_stream(
     }
     let stream =
         Stream::new(rec.stream.tasks.clone(), &rec.stream.pool).map_err(|e| e.to_string())?;
-    let mut todo: Vec<&Instance> = stream
+    // Each distinct sentence once (so that the counts shown are sentences), split into those
+    // still to encode and those the table holds from an earlier run.
+    let mut seen = std::collections::HashSet::new();
+    let (mut todo, reused): (Vec<&Instance>, Vec<&Instance>) = stream
         .instances()
         .into_iter()
-        .filter(|i| vectors.get(&i.text).is_none())
-        .collect();
+        .filter(|i| seen.insert(&i.text))
+        .partition(|i| vectors.get(&i.text).is_none());
     todo.sort_by_key(|i| i.text.len());
-    todo.dedup_by(|a, b| a.text == b.text);
     let total = todo.len();
     let mut enc = Encoding {
         done: 0,
         total,
-        reused: stream.instances().len() - total,
+        reused: reused.len(),
         secs: 0.0,
     };
     let started = now_ms();

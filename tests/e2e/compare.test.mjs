@@ -6,15 +6,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import path from 'node:path';
-import { serveDist, launchBrowser, watchConsole, screenshotPath, dist, PASTE, setField, loadTinyModel } from './harness.mjs';
+import { serveWithTinyModel, launchBrowser, watchConsole, screenshotPath, PASTE, setField, loadTinyModel } from './harness.mjs';
 
 let server;
 before(async () => {
-  if (!fs.existsSync(path.join(dist, 'models/tiny/model.safetensors'))) {
-    throw new Error('no tiny model in dist: run `metaprompt tiny-model --out dist/models/tiny` (scripts/test.sh does)');
-  }
-  server = await serveDist();
+  server = await serveWithTinyModel();
 });
 after(async () => {
   await server?.close();

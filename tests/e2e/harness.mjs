@@ -115,3 +115,25 @@ export async function loadTinyModel(page, url, log) {
     throw new Error(`the tiny model did not load:\n${log.join('\n')}`);
   }
 }
+
+/** Serves the build for a test file that needs the tiny model in it (`metaprompt tiny-model`). */
+export async function serveWithTinyModel() {
+  if (!fs.existsSync(path.join(dist, 'models/tiny/model.safetensors'))) {
+    throw new Error('no tiny model in dist: run `metaprompt tiny-model --out dist/models/tiny` (scripts/test.sh does)');
+  }
+  return serveDist();
+}
+
+/** Opens the page with the default model (downloaded or from the cache) and waits until it
+ * is ready; without WebGPU when `cpu` (the real-model scripts). */
+export async function loadRealModel(page, url, { cpu = false } = {}) {
+  if (cpu) {
+    await page.addInitScript(() => {
+      delete Navigator.prototype.gpu;
+    });
+  }
+  await page.goto(url);
+  const load = await page.waitForSelector('#model-load, #model-ready', { timeout: 60_000 });
+  if (await load.getAttribute('id') === 'model-load') await load.click();
+  await page.waitForSelector('#model-status[data-phase="ready"]', { timeout: 600_000 });
+}

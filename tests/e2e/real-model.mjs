@@ -5,7 +5,7 @@
 //   trunk build && node tests/e2e/real-model.mjs [steps] [cpu]
 //
 // With `cpu` the page gets no WebGPU and runs our CPU engine in WebAssembly.
-import { serveDist, launchBrowser, watchConsole, screenshotPath, PASTE, setField } from './harness.mjs';
+import { serveDist, launchBrowser, watchConsole, loadRealModel, screenshotPath, PASTE, setField } from './harness.mjs';
 
 const steps = Number(process.argv[2] ?? 2);
 const cpu = process.argv[3] === 'cpu';
@@ -13,16 +13,8 @@ const server = await serveDist();
 const browser = await launchBrowser();
 const page = await browser.newPage();
 const log = watchConsole(page);
-if (cpu) {
-  await page.addInitScript(() => {
-    delete Navigator.prototype.gpu;
-  });
-}
 try {
-  await page.goto(server.url);
-  const load = await page.waitForSelector('#model-load, #model-ready', { timeout: 60_000 });
-  if (await load.getAttribute('id') === 'model-load') await load.click();
-  await page.waitForSelector('#model-status[data-phase="ready"]', { timeout: 600_000 });
+  await loadRealModel(page, server.url, { cpu });
   await page.fill('#paste', PASTE);
   const options = await page.$$eval('#contender-0 option', (o) => o.map((x) => x.value));
   await page.selectOption('#contender-0', options.includes('mpt-fomaml') ? 'mpt-fomaml' : 'vocab');

@@ -7,7 +7,7 @@
 //   metaprompt data presets && trunk build && node tests/e2e/real-relations.mjs [erda] [ncm] [shots] [cpu]
 //
 // With `cpu` the page gets no WebGPU (else the engine is the faster of ours as timed at load).
-import { serveDist, launchBrowser, watchConsole, screenshotPath, setField } from './harness.mjs';
+import { serveDist, launchBrowser, watchConsole, loadRealModel, screenshotPath, setField } from './harness.mjs';
 
 const [a = 'erda', b = 'ncm', shots = '5'] = process.argv.slice(2);
 const cpu = process.argv.includes('cpu');
@@ -15,16 +15,8 @@ const server = await serveDist();
 const browser = await launchBrowser();
 const page = await browser.newPage();
 const log = watchConsole(page);
-if (cpu) {
-  await page.addInitScript(() => {
-    delete Navigator.prototype.gpu;
-  });
-}
 try {
-  await page.goto(server.url);
-  const load = await page.waitForSelector('#model-load, #model-ready', { timeout: 60_000 });
-  if (await load.getAttribute('id') === 'model-load') await load.click();
-  await page.waitForSelector('#model-status[data-phase="ready"]', { timeout: 600_000 });
+  await loadRealModel(page, server.url, { cpu });
   await page.click('#relations-preset');
   await page.waitForFunction(() => /tasks, \d+ relations/.test(document.querySelector('#relations-summary')?.textContent ?? ''), null, { timeout: 60_000 });
   console.log((await page.textContent('#relations-summary p')).trim());
