@@ -1,4 +1,5 @@
-//! Milliseconds since an arbitrary start, on both platforms (std's Instant panics in wasm32).
+//! Milliseconds since an arbitrary start, on both platforms (std's Instant panics in wasm32),
+//! and a pause that lets the worker's event loop run.
 
 #[cfg(not(target_arch = "wasm32"))]
 pub fn now_ms() -> f64 {
@@ -13,4 +14,11 @@ pub fn now_ms() -> f64 {
     crate::browser::performance()
         .map(|p| p.now())
         .unwrap_or(0.0)
+}
+
+/// Hands the event loop a turn in the page's worker (a timer task, so that messages posted
+/// meanwhile, a Stop among them, are read); nothing natively.
+pub async fn pause() {
+    #[cfg(target_arch = "wasm32")]
+    gloo::timers::future::TimeoutFuture::new(0).await;
 }

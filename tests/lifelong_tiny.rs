@@ -153,8 +153,12 @@ fn every_method_fills_the_score_matrix_and_lfpt5_replays_within_a_type() {
             // `echo` is a new type with its own prompt: the classification prompt and so its
             // scores are what they were after `animals`.
             assert_eq!(r.scores[2][..2], r.scores[1][..2]);
+            let kept: Vec<&str> = r.prompts.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(kept, ["classification", "summarisation"]);
+            assert_ne!(r.prompts[0].1, r.prompts[1].1);
         } else {
             assert!(r.pseudo.is_empty());
+            assert_eq!(r.prompts.len(), 1, "{name}: one prompt for every task");
         }
     }
 }

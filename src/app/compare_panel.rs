@@ -241,7 +241,7 @@ pub fn ComparePanel(pasted: Memo<Pasted>) -> impl IntoView {
             </div>
             <div class="row">
                 <button id="train" on:click=start
-                    disabled=move || ws.runs.running.get() || !ctx.ready.get()>"Train both"</button>
+                    disabled=move || backend.running() || !ctx.ready.get()>"Train both"</button>
                 <button id="stop" class="secondary" on:click=stop
                     disabled=move || !ws.runs.running.get() || ws.runs.stop.get()>"Stop"</button>
                 <Show when=move || !ctx.ready.get()>

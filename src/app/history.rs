@@ -1,8 +1,9 @@
-//! Past runs (comparisons, relation streams) in the browser's IndexedDB (one JSON record per
+//! Past runs (comparisons, relation streams, lifelong sequences) in the browser's IndexedDB (one JSON record per
 //! run, keyed by its id, a store per kind), so that a reload, or the next visit, finds them;
 //! listed with buttons to reopen or delete.
 
 use crate::compare::{RunRecord, Status};
+use crate::lifelong::record::LifelongRecord;
 use crate::relation::record::RelationRecord;
 use leptos::prelude::*;
 use rexie::{ObjectStore, Rexie, Store, Transaction, TransactionMode};
@@ -10,8 +11,8 @@ use serde::{Serialize, de::DeserializeOwned};
 use wasm_bindgen::JsValue;
 
 const DB: &str = "metaprompt";
-/// Version 2 added the relation runs' store.
-const VERSION: u32 = 2;
+/// Version 2 added the relation runs' store, 3 the lifelong runs'.
+const VERSION: u32 = 3;
 
 /// A kind of run the page keeps: its store, id and status.
 pub trait Stored: Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static {
@@ -23,7 +24,7 @@ pub trait Stored: Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync
     fn summary(&self) -> String;
 }
 
-/// Both kinds hold `id`, `status` and a `summary()` of their own.
+/// Every kind holds `id`, `status` and a `summary()` of their own.
 macro_rules! stored {
     ($ty:ty, $store:literal) => {
         impl Stored for $ty {
@@ -46,6 +47,7 @@ macro_rules! stored {
 
 stored!(RunRecord, "runs");
 stored!(RelationRecord, "relation-runs");
+stored!(LifelongRecord, "lifelong-runs");
 
 fn err(what: &str, e: impl std::fmt::Display) -> String {
     format!("run history (IndexedDB) {what}: {e}")
@@ -56,6 +58,7 @@ async fn open() -> Result<Rexie, String> {
         .version(VERSION)
         .add_object_store(ObjectStore::new(RunRecord::STORE))
         .add_object_store(ObjectStore::new(RelationRecord::STORE))
+        .add_object_store(ObjectStore::new(LifelongRecord::STORE))
         .build()
         .await
         .map_err(|e| err("open", e))

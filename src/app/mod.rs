@@ -5,6 +5,7 @@ mod compare_panel;
 mod examples_panel;
 mod gpu_panel;
 mod history;
+mod lifelong_panel;
 mod model_panel;
 mod relations_panel;
 mod state;
@@ -18,12 +19,15 @@ pub fn App() -> impl IntoView {
     let ctx = state::ModelCtx::new();
     let ws = workspace::Workspace::new();
     let rel = relations_panel::RelationsWs::new();
+    let life = lifelong_panel::LifelongWs::new();
     provide_context(ctx);
     provide_context(ws);
     provide_context(rel);
-    provide_context(worker::Backend::new(ws, rel, ctx));
+    provide_context(life);
+    provide_context(worker::Backend::new(ws, rel, life, ctx));
     leptos::task::spawn_local(ws.runs.load());
     leptos::task::spawn_local(rel.runs.load());
+    leptos::task::spawn_local(life.runs.load());
     let pasted = examples_panel::parsed(ws, ctx);
     view! {
         <header>
@@ -50,6 +54,7 @@ pub fn App() -> impl IntoView {
             <compare_panel::ComparePanel pasted=pasted/>
             <history::HistoryPanel/>
             <relations_panel::RelationsPanel/>
+            <lifelong_panel::LifelongPanel/>
         </main>
     }
 }

@@ -211,7 +211,7 @@ pub fn RelationsPanel() -> impl IntoView {
             </div>
             <div class="row">
                 <button id="relations-train" on:click=start
-                    disabled=move || runs.running.get() || ws.runs.running.get() || !ctx.ready.get()>"Learn the stream"</button>
+                    disabled=move || backend.running() || !ctx.ready.get()>"Learn the stream"</button>
                 <button id="relations-stop" class="secondary" on:click=stop
                     disabled=move || !runs.running.get() || runs.stop.get()>"Stop"</button>
                 <Show when=move || !ctx.ready.get()>

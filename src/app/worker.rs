@@ -3,6 +3,7 @@
 //! worker dies (a panic traps its module), the model and any run in progress are marked failed
 //! and the next load starts a fresh worker.
 
+use super::lifelong_panel::LifelongWs;
 use super::relations_panel::RelationsWs;
 use super::state::{ModelCtx, Phase, cache_name};
 use super::workspace::Workspace;
@@ -35,6 +36,7 @@ pub struct Backend {
     inner: StoredValue<Inner, LocalStorage>,
     ws: Workspace,
     rel: RelationsWs,
+    life: LifelongWs,
     ctx: ModelCtx,
 }
 
@@ -46,13 +48,19 @@ fn post(worker: &Worker, req: &Request) -> Result<(), String> {
 }
 
 impl Backend {
-    pub fn new(ws: Workspace, rel: RelationsWs, ctx: ModelCtx) -> Self {
+    pub fn new(ws: Workspace, rel: RelationsWs, life: LifelongWs, ctx: ModelCtx) -> Self {
         Self {
             inner: StoredValue::new_local(Inner::default()),
             ws,
             rel,
+            life,
             ctx,
         }
+    }
+
+    /// Whether a run of any kind is in progress (the worker takes one at a time); tracked.
+    pub fn running(self) -> bool {
+        self.ws.runs.running.get() || self.rel.runs.running.get() || self.life.runs.running.get()
     }
 
     /// Posts `req`, starting the worker first if there is none.
@@ -168,6 +176,7 @@ impl Backend {
             }
             Reply::Run { record, keep } => ws.runs.update(*record, keep),
             Reply::Relations { record, keep } => self.rel.runs.update(*record, keep),
+            Reply::Lifelong { record, keep } => self.life.runs.update(*record, keep),
             Reply::Generated { .. } | Reply::Scored { .. } | Reply::RelationScored { .. } => {}
         }
     }
@@ -189,6 +198,9 @@ impl Backend {
             r.contenders[0].error.get_or_insert(why.clone());
         });
         self.rel.runs.crashed(|r| {
+            r.error.get_or_insert(why.clone());
+        });
+        self.life.runs.crashed(|r| {
             r.error.get_or_insert(why.clone());
         });
     }

@@ -125,6 +125,9 @@ pub enum Progress<'a> {
     },
 }
 
+/// The name of the one prompt a method other than LFPT5 keeps.
+pub const ALL_TASKS: &str = "all tasks";
+
 /// One training example of a task's data, and where it came from.
 #[derive(Clone, Debug)]
 struct Item {
@@ -168,6 +171,7 @@ pub async fn run(
         best_step: Vec::new(),
         train_seconds: Vec::new(),
         eval_seconds: Vec::new(),
+        prompts: Vec::new(),
     };
     let mut rng = SplitMix64::new(cfg.seed ^ 0x11f7);
     for (j, task) in stream.iter().enumerate() {
@@ -243,14 +247,20 @@ pub async fn run(
         current = learned.prompt;
         out.best_step.push(learned.best_step);
         out.train_seconds.push((crate::clock::now_ms() - t0) / 1e3);
-        if learned.stopped {
-            return Ok(out);
-        }
         if method == Method::Lfpt5 {
             match prompts.iter_mut().find(|(t, _)| *t == ty) {
                 Some((_, p)) => *p = current.clone(),
                 None => prompts.push((ty, current.clone())),
             }
+            out.prompts = prompts
+                .iter()
+                .map(|(t, p)| (t.name().to_string(), p.clone()))
+                .collect();
+        } else {
+            out.prompts = vec![(ALL_TASKS.to_string(), current.clone())];
+        }
+        if learned.stopped {
+            return Ok(out);
         }
         let t1 = crate::clock::now_ms();
         let mut row = Vec::with_capacity(j + 1);
@@ -426,6 +436,8 @@ async fn learn(
             }
         }
         opt.step(&mut prompt.values, &grad, cfg.lr);
+        // In the page's worker, lets a Stop posted during the step be read.
+        crate::clock::pause().await;
         let report = Progress::Step {
             task,
             step,

@@ -4,6 +4,8 @@
 
 pub mod learner;
 pub mod lfpt5;
+pub mod paste;
+pub mod record;
 pub mod stream;
 
 pub use learner::{LifelongConfig, Method, Progress, run};
@@ -18,6 +20,9 @@ use serde::{Deserialize, Serialize};
 pub enum LifelongError {
     #[error("the task sequence is empty")]
     Empty,
+    /// A problem of a pasted sequence (`paste`), as it names it.
+    #[error("{0}")]
+    Paste(String),
     #[error("task {task} has {got} {split} examples (at least 2 training and 1 test needed)")]
     TooFew {
         task: String,
@@ -57,6 +62,10 @@ pub struct LifelongRun {
     pub train_seconds: Vec<f64>,
     /// Per task: seconds spent scoring the test sets after it.
     pub eval_seconds: Vec<f64>,
+    /// The prompts kept after the last task learned, by name: LFPT5's one per task type, the
+    /// other methods' one ([`learner::ALL_TASKS`]).
+    #[serde(default)]
+    pub prompts: Vec<(String, crate::prompt::SoftPrompt)>,
 }
 
 impl LifelongRun {
@@ -96,6 +105,7 @@ mod tests {
             best_step: vec![1; 3],
             train_seconds: vec![0.0; 3],
             eval_seconds: vec![0.0; 3],
+            prompts: vec![],
         };
         let f = run.forgetting();
         assert!((f[0] - 0.4).abs() < 1e-12 && f[1] == 0.0, "{f:?}");

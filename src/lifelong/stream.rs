@@ -53,17 +53,21 @@ impl StreamTask {
         max_test: usize,
         seed: u64,
     ) -> Result<Self, LifelongError> {
-        let labels = info.kind.has_labels().then_some(info.labels.as_slice());
-        if labels.is_some_and(<[String]>::is_empty) {
-            return Err(LifelongError::NoLabels(info.name));
-        }
-        let train = k_shot(pool, shots, labels, seed);
-        let rest: Vec<Example> = pool
-            .iter()
-            .filter(|e| !train.contains(e))
-            .cloned()
-            .collect();
-        let valid = k_shot(&rest, shots, labels, seed ^ 0x5eed);
+        let (train, valid, _) = draw(&info, pool, shots, seed)?;
+        test.truncate(max_test);
+        Self::new(info, train, valid, test)
+    }
+
+    /// A pasted task: training and validation shots as [`Self::few_shot`] draws them, the
+    /// rest of `examples` the test set (at most `max_test`).
+    pub fn split(
+        info: TaskInfo,
+        examples: &[Example],
+        shots: usize,
+        max_test: usize,
+        seed: u64,
+    ) -> Result<Self, LifelongError> {
+        let (train, valid, mut test) = draw(&info, examples, shots, seed)?;
         test.truncate(max_test);
         Self::new(info, train, valid, test)
     }
@@ -117,6 +121,32 @@ impl StreamTask {
     pub fn ty(&self) -> TaskType {
         TaskType::of(self.info.kind)
     }
+}
+
+/// Training, validation, and what is left of a pool.
+type Drawn = (Vec<Example>, Vec<Example>, Vec<Example>);
+
+/// `shots` per class for training and as many again for validation, disjoint, drawn from
+/// `pool` for `seed`; and what is left of the pool.
+fn draw(
+    info: &TaskInfo,
+    pool: &[Example],
+    shots: usize,
+    seed: u64,
+) -> Result<Drawn, LifelongError> {
+    let labels = info.kind.has_labels().then_some(info.labels.as_slice());
+    if labels.is_some_and(<[String]>::is_empty) {
+        return Err(LifelongError::NoLabels(info.name.clone()));
+    }
+    let train = k_shot(pool, shots, labels, seed);
+    let rest: Vec<Example> = pool
+        .iter()
+        .filter(|e| !train.contains(e))
+        .cloned()
+        .collect();
+    let valid = k_shot(&rest, shots, labels, seed ^ 0x5eed);
+    let left = rest.into_iter().filter(|e| !valid.contains(e)).collect();
+    Ok((train, valid, left))
 }
 
 /// The order the stream is learned in for `seed`: grouped by type in the authors' order

@@ -63,6 +63,16 @@ pub enum EvalError {
     NoLabels(String),
 }
 
+/// The headline metric of a task kind, as [`evaluate`] names it.
+pub fn metric_name(kind: TaskKind) -> &'static str {
+    match kind {
+        TaskKind::Classification | TaskKind::Nli | TaskKind::Relation => "accuracy",
+        TaskKind::Ner => "span F1",
+        TaskKind::Qa => "exact match",
+        TaskKind::Generation => "ROUGE-L",
+    }
+}
+
 /// Scores `examples` of `task` with `prompt` (None: zero-shot, the bare model) on `engine`.
 pub async fn evaluate(
     model: &LoadedModel,
@@ -109,20 +119,19 @@ pub async fn evaluate(
     };
     let preds: Vec<&str> = predictions.iter().map(String::as_str).collect();
     let golds: Vec<&str> = examples.iter().map(|e| e.target.as_str()).collect();
-    let (metric, value, macro_f1) = match task.kind {
+    let (value, macro_f1) = match task.kind {
         TaskKind::Classification | TaskKind::Nli | TaskKind::Relation => (
-            "accuracy",
             metrics::accuracy(&preds, &golds),
             Some(metrics::macro_f1(&preds, &golds, &task.labels)),
         ),
-        TaskKind::Ner => ("span F1", metrics::span_f1(&preds, &golds), None),
+        TaskKind::Ner => (metrics::span_f1(&preds, &golds), None),
         TaskKind::Qa => {
             let em = examples
                 .iter()
                 .zip(&preds)
                 .map(|(e, p)| metrics::exact_match(p, &references(e)))
                 .sum::<f64>();
-            ("exact match", em / examples.len().max(1) as f64, None)
+            (em / examples.len().max(1) as f64, None)
         }
         TaskKind::Generation => {
             let r = examples
@@ -130,9 +139,10 @@ pub async fn evaluate(
                 .zip(&preds)
                 .map(|(e, p)| metrics::rouge_l(p, &references(e)))
                 .sum::<f64>();
-            ("ROUGE-L", r / examples.len().max(1) as f64, None)
+            (r / examples.len().max(1) as f64, None)
         }
     };
+    let metric = metric_name(task.kind);
     Ok(Scores {
         metric: metric.into(),
         value,

@@ -276,6 +276,21 @@ fn handle(host: Rc<Host>, req: Request) {
                 host.busy.set(false);
             });
         }
+        Request::Lifelong { run, kernels } => {
+            let mut rec = *run;
+            let Some(l) = host.claim() else {
+                rec.status = Status::Failed;
+                rec.error = Some(NOT_READY.into());
+                return post(&Reply::Lifelong {
+                    record: Box::new(rec),
+                    keep: true,
+                });
+            };
+            spawn_local(async move {
+                super::lifelong::learn(&host, &l, kernels, rec).await;
+                host.busy.set(false);
+            });
+        }
         Request::ScoreRelation {
             id,
             text,

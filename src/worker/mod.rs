@@ -10,3 +10,6 @@ pub mod host;
 
 #[cfg(target_arch = "wasm32")]
 mod relations;
+
+#[cfg(target_arch = "wasm32")]
+mod lifelong;

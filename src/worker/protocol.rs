@@ -4,6 +4,7 @@
 //! bytes cost one copy. CBOR keeps NaN and infinite floats (JSON turns them into null).
 
 use crate::compare::RunRecord;
+use crate::lifelong::record::LifelongRecord;
 use crate::prompt::SoftPrompt;
 use crate::prompt::bench::Shape;
 use crate::relation::classifier::Classifier;
@@ -116,6 +117,11 @@ pub enum Request {
         run: Box<RelationRecord>,
         kernels: Kernels,
     },
+    /// Learn `run`'s pasted task sequence with both contenders, one after the other.
+    Lifelong {
+        run: Box<LifelongRecord>,
+        kernels: Kernels,
+    },
     /// Every relation's score for one marked sentence under each named classifier.
     ScoreRelation {
         id: u64,
@@ -173,6 +179,11 @@ pub enum Reply {
     RelationScored {
         id: u64,
         result: Result<Scores, String>,
+    },
+    /// A lifelong run so far, as `Run` is for a comparison.
+    Lifelong {
+        record: Box<LifelongRecord>,
+        keep: bool,
     },
 }
 
