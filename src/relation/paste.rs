@@ -40,18 +40,8 @@ pub enum LineProblem {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LineError {
-    /// 1-based line number in the pasted text.
-    pub line: usize,
-    pub problem: LineProblem,
-}
-
-impl std::fmt::Display for LineError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "line {}: {}", self.line, self.problem)
-    }
-}
+/// A rejected line of a relation stream.
+pub type LineError = crate::text::examples::LineError<LineProblem>;
 
 /// The parsed paste: the tasks (split), the pool, and what was rejected or dropped.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

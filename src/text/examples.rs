@@ -51,14 +51,16 @@ pub enum LineProblem {
     TooLong { tokens: usize, max: usize },
 }
 
+/// A rejected line and why; `P` is the paste's kind of problem (this parser's by default, the
+/// relation stream's in `relation::paste`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LineError {
+pub struct LineError<P = LineProblem> {
     /// 1-based line number in the pasted text.
     pub line: usize,
-    pub problem: LineProblem,
+    pub problem: P,
 }
 
-impl std::fmt::Display for LineError {
+impl<P: std::fmt::Display> std::fmt::Display for LineError<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "line {}: {}", self.line, self.problem)
     }
