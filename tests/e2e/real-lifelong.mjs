@@ -5,15 +5,17 @@
 // examples LFPT5 kept.
 //
 //   metaprompt data presets && trunk build && \
-//     node tests/e2e/real-lifelong.mjs [lfpt5] [sequential] [shots] [steps] [all] [cpu]
+//     node tests/e2e/real-lifelong.mjs [lfpt5] [sequential] [shots] [steps] [all] [cpu|wgsl]
 //
 // `all`: the whole lifelong suite (else its three classification tasks). With `cpu` the page
-// gets no WebGPU (else the engine is the faster of ours as timed at load).
+// gets no WebGPU; with `wgsl` it trains on our WGSL kernels (else on the faster of ours as timed
+// at load: the CPU engine where WebGPU is SwiftShader).
 import { serveDist, launchBrowser, watchConsole, loadRealModel, screenshotPath, setField } from './harness.mjs';
 
-const args = process.argv.slice(2).filter((a) => a !== 'all' && a !== 'cpu');
+const args = process.argv.slice(2).filter((a) => !['all', 'cpu', 'wgsl'].includes(a));
 const [a = 'lfpt5', b = 'sequential', shots = '8', steps = '30'] = args;
 const cpu = process.argv.includes('cpu');
+const wgsl = process.argv.includes('wgsl');
 const file = process.argv.includes('all') ? 'presets/lifelong.txt' : 'presets/lifelong-classification.txt';
 const server = await serveDist();
 const browser = await launchBrowser();
@@ -28,6 +30,7 @@ try {
   await page.selectOption('#lifelong-method-1', b);
   await setField(page, '#lifelong-shots', shots);
   await setField(page, '#lifelong-steps', steps);
+  if (wgsl) await page.selectOption('#set-kernels', 'wgsl');
   const t0 = Date.now();
   await page.click('#lifelong-train');
   await page.waitForSelector('#lifelong-run[data-status="finished"], #lifelong-run[data-status="failed"]', { timeout: 7_200_000 });
@@ -45,7 +48,7 @@ try {
     console.log(`\n${(await page.textContent('#lifelong-pseudo summary')).trim()}`);
     for (const n of await page.$$eval('#lifelong-pseudo p.note', (p) => p.map((x) => x.textContent))) console.log(n);
   }
-  await page.screenshot({ path: screenshotPath(cpu ? 'real-lifelong-cpu' : 'real-lifelong'), fullPage: true });
+  await page.screenshot({ path: screenshotPath(cpu ? 'real-lifelong-cpu' : wgsl ? 'real-lifelong-wgsl' : 'real-lifelong'), fullPage: true });
 } catch (e) {
   console.log(log.join('\n'));
   throw e;
