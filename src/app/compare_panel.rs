@@ -126,23 +126,17 @@ pub fn ComparePanel(pasted: Memo<Pasted>) -> impl IntoView {
             .into_iter()
             .filter(|(n, _)| wanted.contains(&InitChoice::Shipped(n.clone()).key()))
             .collect();
-        ws.runs.stop.set(false);
-        ws.runs.open_id.set(Some(run.id));
-        ws.runs.run.set(Some(run.clone()));
-        ws.runs.running.set(true);
         let train = Request::Train {
-            run: Box::new(run),
+            run: Box::new(run.clone()),
             shipped: found,
             kernels: ws.kernels.get_untracked(),
         };
-        if let Err(e) = backend.send(train) {
-            ws.runs.running.set(false);
+        if let Err(e) = backend.launch(ws.runs, run, train) {
             error.set(Some(e));
         }
     };
     let stop = move |_| {
-        ws.runs.stop.set(true);
-        if let Err(e) = backend.send(Request::Stop) {
+        if let Err(e) = backend.stop(ws.runs) {
             error.set(Some(e));
         }
     };

@@ -5,10 +5,9 @@
 
 use super::chart::{LineChart, Row};
 use super::history::{Runs, history_list};
-use super::state::{ModelCtx, download, persisted};
+use super::state::{ModelCtx, download, load_preset, persisted};
 use super::worker::Backend;
 use super::workspace::Workspace;
-use crate::browser::download::fetch_plain;
 use crate::compare::Status;
 use crate::lifelong::lfpt5::Verdict;
 use crate::lifelong::paste::{PastedSequence, parse};
@@ -19,7 +18,6 @@ use crate::prompt::peft;
 use crate::text::examples::Limits;
 use crate::worker::protocol::Request;
 use leptos::prelude::*;
-use leptos::task::spawn_local;
 
 /// The sequences served beside the page (`metaprompt data presets`): (file, button label).
 const PRESETS: [(&str, &str); 2] = [
@@ -150,20 +148,6 @@ pub fn LifelongPanel() -> impl IntoView {
     let parsed = Memo::new(move |_| parse(&life.paste.get(), &Limits::default()));
     let error = RwSignal::new(None::<String>);
 
-    let load_preset = move |file: &'static str| {
-        spawn_local(async move {
-            match fetch_plain(file).await {
-                Ok(Some(bytes)) => {
-                    error.set(None);
-                    life.paste.set(String::from_utf8_lossy(&bytes).into_owned());
-                }
-                Ok(None) => error.set(Some(format!(
-                    "{file} is not served here (run scripts/serve.sh, which writes the presets)"
-                ))),
-                Err(e) => error.set(Some(e)),
-            }
-        });
-    };
     let start = move |_| {
         error.set(None);
         if !ctx.ready.get_untracked() {
@@ -195,19 +179,16 @@ pub fn LifelongPanel() -> impl IntoView {
             error.set(Some(format!("The sequence: {e}.")));
             return;
         }
-        runs.start(run.clone());
         let req = Request::Lifelong {
-            run: Box::new(run),
+            run: Box::new(run.clone()),
             kernels: ws.kernels.get_untracked(),
         };
-        if let Err(e) = backend.send(req) {
-            runs.running.set(false);
+        if let Err(e) = backend.launch(runs, run, req) {
             error.set(Some(e));
         }
     };
     let stop = move |_| {
-        runs.stop.set(true);
-        if let Err(e) = backend.send(Request::Stop) {
+        if let Err(e) = backend.stop(runs) {
             error.set(Some(e));
         }
     };
@@ -244,7 +225,7 @@ pub fn LifelongPanel() -> impl IntoView {
             <div class="row">
                 {PRESETS.map(|(file, label)| view! {
                     <button class="secondary lifelong-preset" data-file=file
-                        on:click=move |_| load_preset(file)>{format!("{label} (replaces the text)")}</button>
+                        on:click=move |_| load_preset(file, life.paste, error)>{format!("{label} (replaces the text)")}</button>
                 })}
             </div>
             <label for="lifelong-paste">"Task sequence"</label>

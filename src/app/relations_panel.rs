@@ -6,10 +6,9 @@
 use super::chart::{LineChart, Row};
 use super::compare_panel::score_tables;
 use super::history::{Runs, history_list};
-use super::state::{ModelCtx, download, persisted};
+use super::state::{ModelCtx, download, load_preset, persisted};
 use super::worker::Backend;
 use super::workspace::Workspace;
-use crate::browser::download::fetch_plain;
 use crate::compare::Status;
 use crate::relation::classifier::Classifier;
 use crate::relation::learner::{AfterTask, Config, METHODS, Method};
@@ -105,20 +104,7 @@ pub fn RelationsPanel() -> impl IntoView {
     let parsed = Memo::new(move |_| parse(&rel.paste.get()));
     let error = RwSignal::new(None::<String>);
 
-    let load_preset = move |_| {
-        spawn_local(async move {
-            match fetch_plain(PRESET).await {
-                Ok(Some(bytes)) => {
-                    error.set(None);
-                    rel.paste.set(String::from_utf8_lossy(&bytes).into_owned());
-                }
-                Ok(None) => error.set(Some(format!(
-                    "{PRESET} is not served here (run scripts/serve.sh, which writes the presets)"
-                ))),
-                Err(e) => error.set(Some(e)),
-            }
-        });
-    };
+    let load_preset = move |_| load_preset(PRESET, rel.paste, error);
     let start = move |_| {
         error.set(None);
         if !ctx.ready.get_untracked() {
@@ -135,19 +121,16 @@ pub fn RelationsPanel() -> impl IntoView {
             return;
         }
         let run = new_run(rel, p);
-        runs.start(run.clone());
         let req = Request::Relations {
-            run: Box::new(run),
+            run: Box::new(run.clone()),
             kernels: ws.kernels.get_untracked(),
         };
-        if let Err(e) = backend.send(req) {
-            runs.running.set(false);
+        if let Err(e) = backend.launch(runs, run, req) {
             error.set(Some(e));
         }
     };
     let stop = move |_| {
-        runs.stop.set(true);
-        if let Err(e) = backend.send(Request::Stop) {
+        if let Err(e) = backend.stop(runs) {
             error.set(Some(e));
         }
     };

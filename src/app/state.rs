@@ -107,6 +107,23 @@ pub fn model_dir() -> String {
     }
 }
 
+/// Fetches the text file `file` served beside the page (`metaprompt data presets`) into `paste`;
+/// a missing file or a failed fetch is said in `error`.
+pub fn load_preset(file: &'static str, paste: RwSignal<String>, error: RwSignal<Option<String>>) {
+    leptos::task::spawn_local(async move {
+        match crate::browser::download::fetch_plain(file).await {
+            Ok(Some(bytes)) => {
+                error.set(None);
+                paste.set(String::from_utf8_lossy(&bytes).into_owned());
+            }
+            Ok(None) => error.set(Some(format!(
+                "{file} is not served here (run scripts/serve.sh, which writes the presets)"
+            ))),
+            Err(e) => error.set(Some(e)),
+        }
+    });
+}
+
 /// A value kept in localStorage under `metaprompt.KEY` (JSON), or `default` when absent or
 /// unreadable (an old format is replaced rather than breaking the page).
 pub fn load_local<T: DeserializeOwned>(key: &str, default: T) -> T {

@@ -3,6 +3,7 @@
 //! worker dies (a panic traps its module), the model and any run in progress are marked failed
 //! and the next load starts a fresh worker.
 
+use super::history::{Runs, Stored};
 use super::lifelong_panel::LifelongWs;
 use super::relations_panel::RelationsWs;
 use super::state::{ModelCtx, Phase, cache_name};
@@ -61,6 +62,19 @@ impl Backend {
     /// Whether a run of any kind is in progress (the worker takes one at a time); tracked.
     pub fn running(self) -> bool {
         self.ws.runs.running.get() || self.rel.runs.running.get() || self.life.runs.running.get()
+    }
+
+    /// Shows `run` as the one in progress and posts `req` to learn it; when the post fails the
+    /// run is no longer marked running and the error is returned.
+    pub fn launch<T: Stored>(self, runs: Runs<T>, run: T, req: Request) -> Result<(), String> {
+        runs.start(run);
+        self.send(req).inspect_err(|_| runs.running.set(false))
+    }
+
+    /// Asks the run in progress to stop after its current step.
+    pub fn stop<T: Stored>(self, runs: Runs<T>) -> Result<(), String> {
+        runs.stop.set(true);
+        self.send(Request::Stop)
     }
 
     /// Posts `req`, starting the worker first if there is none.

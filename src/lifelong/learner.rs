@@ -161,18 +161,8 @@ pub async fn run(
     // LFPT5 keeps a prompt per task type; the others one prompt throughout.
     let mut prompts: Vec<(TaskType, SoftPrompt)> = Vec::new();
     let mut current = start;
-    let mut out = LifelongRun {
-        method,
-        seed: cfg.seed,
-        order: stream.iter().map(|t| t.info.name.clone()).collect(),
-        metrics: Vec::new(),
-        scores: Vec::new(),
-        pseudo: Vec::new(),
-        best_step: Vec::new(),
-        train_seconds: Vec::new(),
-        eval_seconds: Vec::new(),
-        prompts: Vec::new(),
-    };
+    let order = stream.iter().map(|t| t.info.name.clone()).collect();
+    let mut out = LifelongRun::empty(method, cfg.seed, order);
     let mut rng = SplitMix64::new(cfg.seed ^ 0x11f7);
     for (j, task) in stream.iter().enumerate() {
         let t0 = crate::clock::now_ms();

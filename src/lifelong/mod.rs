@@ -69,6 +69,22 @@ pub struct LifelongRun {
 }
 
 impl LifelongRun {
+    /// Nothing learned yet of the tasks in `order`.
+    pub fn empty(method: Method, seed: u64, order: Vec<String>) -> Self {
+        Self {
+            method,
+            seed,
+            order,
+            metrics: Vec::new(),
+            scores: Vec::new(),
+            pseudo: Vec::new(),
+            best_step: Vec::new(),
+            train_seconds: Vec::new(),
+            eval_seconds: Vec::new(),
+            prompts: Vec::new(),
+        }
+    }
+
     /// Mean over every task of its score after the last task.
     pub fn final_average(&self) -> f64 {
         let last = self.scores.last().map_or(&[][..], Vec::as_slice);

@@ -32,18 +32,7 @@ impl Contender {
     pub fn new(method: Method, seed: u64, order: Vec<String>) -> Self {
         Self {
             method,
-            run: LifelongRun {
-                method,
-                seed,
-                order,
-                metrics: Vec::new(),
-                scores: Vec::new(),
-                pseudo: Vec::new(),
-                best_step: Vec::new(),
-                train_seconds: Vec::new(),
-                eval_seconds: Vec::new(),
-                prompts: Vec::new(),
-            },
+            run: LifelongRun::empty(method, seed, order),
             at: None,
             steps_done: 0,
             valid: Vec::new(),

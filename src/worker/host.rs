@@ -385,6 +385,19 @@ async fn load(
     Ok((model, source, cached, (now_ms() - start) / 1e3))
 }
 
+/// How a run ended: Ok(true) stopped by the person, Ok(false) finished; an error is kept in
+/// `error` (unless one is there already) and the run failed.
+pub(super) fn ended(result: Result<bool, String>, error: &mut Option<String>) -> Status {
+    match result {
+        Ok(true) => Status::Stopped,
+        Ok(false) => Status::Finished,
+        Err(e) => {
+            error.get_or_insert(e);
+            Status::Failed
+        }
+    }
+}
+
 /// Starting prompts of both contenders; an error names the contender at fault.
 async fn starting_prompts(
     l: &Loaded,
@@ -436,14 +449,7 @@ async fn train(
     rec.engine = l.engine_name(kernels);
     rec.status = Status::Running;
     let result = run_duel(host, l, kernels, shipped, &mut rec).await;
-    rec.status = match result {
-        Ok(true) => Status::Stopped,
-        Ok(false) => Status::Finished,
-        Err(e) => {
-            rec.contenders[0].error.get_or_insert(e);
-            Status::Failed
-        }
-    };
+    rec.status = ended(result, &mut rec.contenders[0].error);
     post(&Reply::Run {
         record: Box::new(rec),
         keep: true,

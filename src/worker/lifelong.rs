@@ -3,7 +3,7 @@
 //! `UPDATE_EVERY_MS`, and whenever a task is scored or pseudo examples are generated, which the
 //! history keeps).
 
-use super::host::{Host, Loaded, post};
+use super::host::{Host, Loaded, ended, post};
 use super::protocol::{Kernels, Reply, due};
 use crate::clock::now_ms;
 use crate::compare::Status;
@@ -16,14 +16,7 @@ pub async fn learn(host: &Host, l: &Loaded, kernels: Kernels, mut rec: LifelongR
     rec.engine = l.engine_name(kernels);
     rec.status = Status::Running;
     let result = learn_sequence(host, l, kernels, &mut rec).await;
-    rec.status = match result {
-        Ok(true) => Status::Stopped,
-        Ok(false) => Status::Finished,
-        Err(e) => {
-            rec.error.get_or_insert(e);
-            Status::Failed
-        }
-    };
+    rec.status = ended(result, &mut rec.error);
     post(&Reply::Lifelong {
         record: Box::new(rec),
         keep: true,

@@ -3,7 +3,7 @@
 //! then learn the stream with both contenders, one after the other, posting the record after
 //! every chunk of sentences and every task.
 
-use super::host::{Host, Loaded, post};
+use super::host::{Host, Loaded, ended, post};
 use super::protocol::{Kernels, Reply, Scores, due};
 use crate::clock::now_ms;
 use crate::compare::Status;
@@ -46,14 +46,7 @@ pub async fn learn(host: &Host, l: &Loaded, kernels: Kernels, mut rec: RelationR
     let mut vectors = take_vectors(host, l, k);
     let result = learn_stream(host, l, k, &mut vectors, &mut rec).await;
     host.vectors.replace(Some(vectors));
-    rec.status = match result {
-        Ok(true) => Status::Stopped,
-        Ok(false) => Status::Finished,
-        Err(e) => {
-            rec.error.get_or_insert(e);
-            Status::Failed
-        }
-    };
+    rec.status = ended(result, &mut rec.error);
     post(&Reply::Relations {
         record: Box::new(rec),
         keep: true,
