@@ -9,6 +9,8 @@
 mod common;
 
 use metaprompt::cpu::CpuT5;
+use metaprompt::graph::Adapters;
+use metaprompt::lifelong::dmea::{Choice, ModuleConfig};
 use metaprompt::lifelong::lfpt5::{PseudoConfig, SEPARATOR, Verdict};
 use metaprompt::lifelong::{LifelongConfig, LifelongRun, Method, Progress, StreamTask, run};
 use metaprompt::model::LoadedModel;
@@ -236,4 +238,157 @@ fn the_separator_survives_the_repetition_penalty() {
     );
     let text = t.model.tokenizer.decode(&ours).unwrap();
     assert_eq!(text.split(SEPARATOR).count(), 2, "{text}");
+}
+
+/// The adapter methods' settings on the tiny model: a narrow bottleneck, a short search, and
+/// Adam at 1e-2 (the real model's 1e-3 moves the tiny model's random logits, an order of
+/// magnitude larger, by under 1% in 12 steps).
+fn adapter_config() -> LifelongConfig {
+    LifelongConfig {
+        modules: ModuleConfig {
+            bottleneck: 4,
+            search_steps: 6,
+            lr: 1e-2,
+            ..ModuleConfig::default()
+        },
+        ..config()
+    }
+}
+
+/// A run, its training losses per task, and the pseudo sets generated: (before task, of task).
+#[allow(clippy::type_complexity)]
+fn go_adapters(t: &Tiny, method: Method) -> (LifelongRun, Vec<Vec<f32>>, Vec<(usize, String)>) {
+    let tasks = stream();
+    let mut losses = vec![Vec::new(); tasks.len()];
+    let mut generated = Vec::new();
+    let mut on = |p: Progress| {
+        match p {
+            Progress::Step { task, loss, .. } => losses[task].push(loss),
+            Progress::Generated { before, set } => generated.push((before, set.task.clone())),
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    };
+    let engine = Engine::Ours(&t.cpu);
+    let cfg = adapter_config();
+    let r = pollster::block_on(run(engine, &t.model, &tasks, method, &cfg, &mut on)).unwrap();
+    (r, losses, generated)
+}
+
+#[test]
+fn the_adapter_methods_grow_share_and_replay_as_they_say() {
+    let t = tiny();
+    let cfg = adapter_config();
+    let c = &t.model.t5.config;
+    let sites = Adapters::site_count(c);
+    let per_module = metaprompt::graph::Adapter::zeros(c.d_model, 4).parameters();
+    // A prompt's loss before and after: every run leaves the engine without adapters.
+    let pair = metaprompt::prompt::eval::pairs(&t.model, &stream()[0].info, &stream()[0].test, 32)
+        .unwrap();
+    let refs: Vec<_> = pair.iter().collect();
+    let prompt = metaprompt::prompt::SoftPrompt {
+        len: 0,
+        dim: c.d_model,
+        values: vec![],
+    };
+    let engine = Engine::Ours(&t.cpu);
+    let before = pollster::block_on(engine.loss(&prompt, &refs)).unwrap();
+    for method in Method::ADAPTERS {
+        let (r, losses, generated) = go_adapters(&t, method);
+        let name = method.name();
+        assert_eq!(r.order, ["food", "animals", "echo"], "{name}");
+        let shape: Vec<usize> = r.scores.iter().map(Vec::len).collect();
+        assert_eq!(shape, [1, 2, 3], "{name}");
+        assert!(r.scores.iter().flatten().all(|s| (0.0..=1.0).contains(s)));
+        assert!(r.prompts.is_empty(), "{name}");
+        assert_eq!(r.modules.len(), 3, "{name}");
+        assert!(r.modules.iter().all(|m| m.len() == sites), "{name}");
+        assert!(r.modules[0].iter().all(|c| *c == Choice::New), "{name}");
+        for (j, m) in r.modules.iter().enumerate() {
+            let new = m.iter().filter(|c| **c == Choice::New).count();
+            assert_eq!(r.parameters[j], new * per_module, "{name} task {j}");
+            assert_eq!(
+                losses[j].len(),
+                method.task_steps(j, &cfg),
+                "{name} task {j}"
+            );
+            assert!(
+                m.iter().all(|c| matches!(c, Choice::New)
+                    || matches!(c, Choice::Reused { from } if *from < j)),
+                "{name}: {m:?}"
+            );
+        }
+        assert_eq!(
+            r.similarity.iter().map(Vec::len).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        assert!(
+            r.similarity
+                .iter()
+                .flatten()
+                .all(|s| (-1.0..=1.0 + 1e-9).contains(s))
+        );
+        // Loss falls on the first task: last four steps against the first four.
+        let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+        let (early, late) = (mean(&losses[0][..4]), mean(&losses[0][8..]));
+        println!("margin: {name} task-0 training loss {early:.3} -> {late:.3}");
+        assert!(late < 0.9 * early, "{name}: {early} -> {late}");
+        let replayed: Vec<&str> = generated.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(r.pseudo.len(), generated.len(), "{name}");
+        match method {
+            Method::Expand => {
+                assert!(r.modules.iter().flatten().all(|c| *c == Choice::New));
+                // Task 0's modules are never trained again: its score cannot move.
+                assert_eq!(r.scores[1][0], r.scores[0][0]);
+                assert_eq!(r.scores[2][0], r.scores[0][0]);
+                assert!(replayed.is_empty());
+            }
+            Method::SequentialAdapters | Method::MultitaskAdapters | Method::Reuse => {
+                for m in &r.modules[1..] {
+                    assert!(m.iter().all(|c| *c == Choice::Reused { from: 0 }), "{name}");
+                }
+                assert_eq!(r.parameters[1..], [0, 0], "{name}");
+                let want: &[&str] = if method == Method::Reuse {
+                    &["food", "food", "animals"]
+                } else {
+                    &[]
+                };
+                assert_eq!(replayed, want, "{name}");
+            }
+            Method::Dmea | Method::Acm => {
+                // Each replayed task shares a module with the task's path: at some site both
+                // use the module the same task added.
+                let creator = |i: usize, s: usize| match r.modules[i][s] {
+                    Choice::New => i,
+                    Choice::Reused { from } => from,
+                };
+                for (before, task) in &generated {
+                    let i = r.order.iter().position(|o| o == task).unwrap();
+                    assert!(i < *before, "{name}: {task} replayed before task {before}");
+                    assert!(
+                        (0..sites).any(|s| creator(i, s) == creator(*before, s)),
+                        "{name}: {task} shares no module with task {before}"
+                    );
+                }
+            }
+            _ => unreachable!(),
+        }
+    }
+    let after = pollster::block_on(engine.loss(&prompt, &refs)).unwrap();
+    assert_eq!(before, after, "a run left adapters in the engine");
+    // Reproducible from the seed.
+    let (a, ..) = go_adapters(&t, Method::Dmea);
+    let (b, ..) = go_adapters(&t, Method::Dmea);
+    assert_eq!((a.scores, a.modules), (b.scores, b.modules));
+    // burn's generic ops have no adapters: a clear error, not a panic.
+    let e = pollster::block_on(run(
+        Engine::Burn(&t.model.t5),
+        &t.model,
+        &stream(),
+        Method::Dmea,
+        &cfg,
+        &mut |_| ControlFlow::Continue(()),
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("runs on our engines only"), "{e}");
 }

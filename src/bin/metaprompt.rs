@@ -39,6 +39,7 @@ mod cli {
     use crate::tune_cmd;
     use clap::{Parser, Subcommand, ValueEnum};
     use metaprompt::gpu::Gpu;
+    use metaprompt::lifelong::dmea::ModuleConfig;
     use metaprompt::lifelong::lfpt5::PseudoConfig;
     use metaprompt::lifelong::{LifelongConfig, Method};
     use metaprompt::meta::{Algo, MetaConfig};
@@ -227,24 +228,37 @@ mod cli {
     /// `lifelong`'s settings.
     #[derive(clap::Args)]
     struct LifelongArgs {
-        /// lfpt5 | sequential | replay | multitask (comma-separated).
-        #[arg(
-            long,
-            value_delimiter = ',',
-            default_value = "lfpt5,sequential,replay,multitask"
-        )]
+        /// The prompt methods over `--suite`: lfpt5 | sequential | replay | multitask
+        /// (default all). With `--stream generation` the adapter methods: dmea | acm | expand |
+        /// reuse | sequential | multitask (default all). Comma-separated.
+        #[arg(long, value_delimiter = ',')]
         methods: Vec<String>,
+        /// `generation`: DMEA's stream (the `generation` suite, adapter methods, results/dmea.md,
+        /// 32 shots per task).
+        #[arg(long)]
+        stream: Option<String>,
         /// The authors' seeds; each draws the shots and the order within each task type.
         #[arg(long, value_delimiter = ',', default_value = "42,142,242")]
         seeds: Vec<u64>,
-        #[arg(long, default_value = "lifelong")]
-        suite: String,
+        /// Default `lifelong`; `generation` with `--stream generation`.
+        #[arg(long)]
+        suite: Option<String>,
         /// These tasks instead of the suite (comma-separated).
         #[arg(long, value_delimiter = ',')]
         tasks: Vec<String>,
-        /// Per class (per task without labels), for training and again for validation.
-        #[arg(long, default_value_t = 16)]
-        shots: usize,
+        /// Per class (per task without labels), for training and again for validation
+        /// (default 16; 32 with `--stream generation`).
+        #[arg(long)]
+        shots: Option<usize>,
+        /// Adapter methods: bottleneck width.
+        #[arg(long, default_value_t = ModuleConfig::default().bottleneck)]
+        bottleneck: usize,
+        /// DMEA and ACM: search steps before the adaptation's `--steps`.
+        #[arg(long, default_value_t = ModuleConfig::default().search_steps)]
+        search_steps: usize,
+        /// Adapter methods: Adam's rate for the modules.
+        #[arg(long, default_value_t = ModuleConfig::default().lr)]
+        module_lr: f32,
         /// Optimiser steps per task.
         #[arg(long, default_value_t = LifelongConfig::default().steps)]
         steps: usize,
@@ -274,8 +288,9 @@ mod cli {
         /// Score at most this many test examples per task.
         #[arg(long, default_value_t = 100)]
         max_test: usize,
-        #[arg(long, default_value = "results/lfpt5.md")]
-        out: PathBuf,
+        /// Default results/lfpt5.md; results/dmea.md with `--stream generation`.
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// Recompute every run (otherwise finished runs with the same settings are reused).
         #[arg(long)]
         fresh: bool,
@@ -345,11 +360,27 @@ mod cli {
 
     impl LifelongArgs {
         fn args(&self) -> Result<lifelong_cmd::LifelongArgs, String> {
-            let methods = self
-                .methods
-                .iter()
-                .map(|m| Method::parse(m))
-                .collect::<Result<_, _>>()?;
+            let generation = match self.stream.as_deref() {
+                None => false,
+                Some("generation") => true,
+                Some(other) => {
+                    return Err(format!(
+                        "unknown stream {other:?} (the one there is: generation)"
+                    ));
+                }
+            };
+            let methods = if self.methods.is_empty() {
+                if generation {
+                    Method::ADAPTERS.to_vec()
+                } else {
+                    Method::ALL.to_vec()
+                }
+            } else {
+                self.methods
+                    .iter()
+                    .map(|m| Method::parse_in(m, generation))
+                    .collect::<Result<_, _>>()?
+            };
             let config = LifelongConfig {
                 steps: self.steps,
                 batch: self.batch,
@@ -364,18 +395,29 @@ mod cli {
                     repetition_penalty: self.repetition_penalty,
                     ..PseudoConfig::default()
                 },
+                modules: ModuleConfig {
+                    bottleneck: self.bottleneck,
+                    search_steps: self.search_steps,
+                    lr: self.module_lr,
+                    ..ModuleConfig::default()
+                },
                 ..LifelongConfig::default()
+            };
+            let (suite, shots, out) = if generation {
+                ("generation", 32, "results/dmea.md")
+            } else {
+                ("lifelong", 16, "results/lfpt5.md")
             };
             Ok(lifelong_cmd::LifelongArgs {
                 methods,
                 seeds: self.seeds.clone(),
-                suite: self.suite.clone(),
+                suite: self.suite.clone().unwrap_or_else(|| suite.into()),
                 tasks: self.tasks.clone(),
-                shots: self.shots,
+                shots: self.shots.unwrap_or(shots),
                 max_test: self.max_test,
                 config,
                 data: self.data.clone(),
-                out: self.out.clone(),
+                out: self.out.clone().unwrap_or_else(|| out.into()),
                 fresh: self.fresh,
                 command_line: command_line(),
             })

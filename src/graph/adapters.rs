@@ -53,6 +53,16 @@ impl Adapter {
     pub fn parameters(&self) -> usize {
         self.down.len() + self.down_bias.len() + self.up.len() + self.up_bias.len()
     }
+
+    /// The four tensors in [`Self::tensors`] order, to update in place.
+    pub fn tensors_mut(&mut self) -> [&mut Vec<f32>; 4] {
+        [
+            &mut self.down,
+            &mut self.down_bias,
+            &mut self.up,
+            &mut self.up_bias,
+        ]
+    }
 }
 
 /// The modules at one site and their mixing coefficients (softmax over modules).

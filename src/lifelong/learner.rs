@@ -30,14 +30,40 @@ pub enum Method {
     Replay,
     /// PT on the union of every task so far (the upper bound).
     Multitask,
+    /// DMEA ([`super::dmea`]): adapters, a module per layer searched for each task (reuse or
+    /// expand, coefficients started from task similarity), replay of the most similar tasks.
+    Dmea,
+    /// ACM: DMEA's search with fixed coefficient starts, replay of the tasks sharing a module.
+    Acm,
+    /// A new adapter at every site for every task (no forgetting, the most parameters).
+    Expand,
+    /// One adapter set for every task, with pseudo-example replay of all earlier tasks.
+    Reuse,
+    /// One adapter set fine-tuned task after task, no replay.
+    #[serde(rename = "sequential-adapters")]
+    SequentialAdapters,
+    /// One adapter set on the union of every task so far.
+    #[serde(rename = "multitask-adapters")]
+    MultitaskAdapters,
 }
 
 impl Method {
+    /// The prompt methods (LFPT5 and its baselines).
     pub const ALL: [Method; 4] = [
         Method::Lfpt5,
         Method::Sequential,
         Method::Replay,
         Method::Multitask,
+    ];
+
+    /// The adapter methods (DMEA and its baselines).
+    pub const ADAPTERS: [Method; 6] = [
+        Method::Dmea,
+        Method::Acm,
+        Method::Expand,
+        Method::Reuse,
+        Method::SequentialAdapters,
+        Method::MultitaskAdapters,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,14 +72,47 @@ impl Method {
             Self::Sequential => "sequential",
             Self::Replay => "replay",
             Self::Multitask => "multitask",
+            Self::Dmea => "dmea",
+            Self::Acm => "acm",
+            Self::Expand => "expand",
+            Self::Reuse => "reuse",
+            Self::SequentialAdapters => "sequential-adapters",
+            Self::MultitaskAdapters => "multitask-adapters",
         }
     }
 
     pub fn parse(s: &str) -> Result<Self, String> {
         Self::ALL
             .into_iter()
+            .chain(Self::ADAPTERS)
             .find(|m| m.name() == s)
-            .ok_or_else(|| format!("unknown method {s:?} (lfpt5, sequential, replay, multitask)"))
+            .ok_or_else(|| {
+                format!(
+                    "unknown method {s:?} (lfpt5, sequential, replay, multitask; dmea, acm, \
+                     expand, reuse, sequential-adapters, multitask-adapters)"
+                )
+            })
+    }
+
+    /// As `parse`, where the stream is DMEA's (`adapters`): there "sequential" and "multitask"
+    /// are the adapter baselines.
+    pub fn parse_in(s: &str, adapters: bool) -> Result<Self, String> {
+        match (s, adapters) {
+            ("sequential", true) => Ok(Self::SequentialAdapters),
+            ("multitask", true) => Ok(Self::MultitaskAdapters),
+            _ => Self::parse(s),
+        }
+    }
+
+    /// Whether it trains adapters ([`super::dmea`]) rather than a prompt.
+    pub fn trains_adapters(self) -> bool {
+        Self::ADAPTERS.contains(&self)
+    }
+
+    /// Optimiser steps it takes on task `task` (the search methods search before adapting).
+    pub fn task_steps(self, task: usize, cfg: &LifelongConfig) -> usize {
+        let search = matches!(self, Self::Dmea | Self::Acm) && task > 0;
+        cfg.steps + if search { cfg.modules.search_steps } else { 0 }
     }
 }
 
@@ -77,6 +136,9 @@ pub struct LifelongConfig {
     /// Pseudo examples (LFPT5), and the replay budget per class (half train, half validation).
     pub pseudo: PseudoConfig,
     pub seed: u64,
+    /// The adapter methods' settings (DMEA and its baselines).
+    #[serde(default)]
+    pub modules: super::dmea::ModuleConfig,
 }
 
 impl Default for LifelongConfig {
@@ -94,6 +156,7 @@ impl Default for LifelongConfig {
             eval_batch: 16,
             pseudo: PseudoConfig::default(),
             seed: 42,
+            modules: Default::default(),
         }
     }
 }
@@ -116,6 +179,12 @@ pub enum Progress<'a> {
         task: usize,
         step: usize,
         loss: f32,
+    },
+    /// DMEA / ACM decided, per site, which module task `task` uses (every method with
+    /// adapters says it, once per task, before training).
+    Decided {
+        task: usize,
+        choices: &'a [super::dmea::Choice],
     },
     /// Task `task` scored `score` after learning task `after`.
     Scored {
@@ -157,6 +226,9 @@ pub async fn run(
     if stream.is_empty() {
         return Err(LifelongError::Empty);
     }
+    if method.trains_adapters() {
+        return super::dmea::run(engine, model, stream, method, cfg, on).await;
+    }
     let start = initial_prompt(model, &Init::Vocab, cfg.len, cfg.seed).await?;
     // LFPT5 keeps a prompt per task type; the others one prompt throughout.
     let mut prompts: Vec<(TaskType, SoftPrompt)> = Vec::new();
@@ -176,7 +248,8 @@ pub async fn run(
         }
         let (mut train, mut valid) = own_items(j, task);
         match method {
-            Method::Sequential => {}
+            Method::Sequential | Method::Dmea | Method::Acm | Method::Expand | Method::Reuse => {}
+            Method::SequentialAdapters | Method::MultitaskAdapters => {}
             Method::Multitask => {
                 for (i, t) in stream[..j].iter().enumerate() {
                     let (tr, va) = own_items(i, t);
@@ -197,9 +270,15 @@ pub async fn run(
             }
             Method::Lfpt5 => {
                 for (i, t) in stream[..j].iter().enumerate().filter(|(_, t)| t.ty() == ty) {
-                    let set =
-                        lfpt5::generate(engine, model, &current, t, &cfg.pseudo, rng.next_u64())
-                            .await?;
+                    let set = lfpt5::generate(
+                        engine,
+                        model,
+                        Some(&current),
+                        t,
+                        &cfg.pseudo,
+                        rng.next_u64(),
+                    )
+                    .await?;
                     train.extend(items(i, &set.train, true));
                     valid.extend(items(i, &set.valid, true));
                     if on(Progress::Generated {
@@ -327,32 +406,43 @@ fn tokenize(
     generator: bool,
     cfg: &LifelongConfig,
 ) -> Result<Vec<Tokens>, LifelongError> {
-    let tok = &model.tokenizer;
-    let eos = model.t5.config.eos_token_id;
-    let generator_pair = |it: &Item| -> Result<Pair, LifelongError> {
-        let info = &stream[it.task].info;
-        // The generator's target keeps its separator and label whole: the input part is what
-        // gets cut to fit the cap.
-        let tail = tok.encode(&format!("{SEPARATOR} {}", target_text(info, &it.example)))?;
-        let mut target: Vec<u32> = tok.encode(&it.example.input)?;
-        target.retain(|&t| t != eos);
-        target.truncate(cfg.pseudo.max_tokens.saturating_sub(tail.len()));
-        target.extend(tail);
-        Ok(Pair {
-            input: tok.encode(&generation_input(info))?,
-            target,
-        })
-    };
     items
         .iter()
         .map(|it| {
             Ok(Tokens {
                 solver: solver_pair(model, stream, it, cfg)?,
-                generator: generator.then(|| generator_pair(it)).transpose()?,
+                generator: generator
+                    .then(|| {
+                        let info = &stream[it.task].info;
+                        generator_pair(model, info, &it.example, cfg.pseudo.max_tokens)
+                    })
+                    .transpose()?,
                 pseudo: it.pseudo,
             })
         })
         .collect()
+}
+
+/// The generator's row of an example: "generate <task>:" -> "input | target", within
+/// `max_tokens`. The target keeps its separator and label whole: the input part is what gets
+/// cut to fit the cap.
+pub(super) fn generator_pair(
+    model: &LoadedModel,
+    info: &crate::tasks::TaskInfo,
+    e: &Example,
+    max_tokens: usize,
+) -> Result<Pair, LifelongError> {
+    let tok = &model.tokenizer;
+    let eos = model.t5.config.eos_token_id;
+    let tail = tok.encode(&format!("{SEPARATOR} {}", target_text(info, e)))?;
+    let mut target: Vec<u32> = tok.encode(&e.input)?;
+    target.retain(|&t| t != eos);
+    target.truncate(max_tokens.saturating_sub(tail.len()));
+    target.extend(tail);
+    Ok(Pair {
+        input: tok.encode(&generation_input(info))?,
+        target,
+    })
 }
 
 struct Learned {

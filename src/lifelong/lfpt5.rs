@@ -199,13 +199,14 @@ pub struct PseudoSet {
     pub seconds: f64,
 }
 
-/// Generates pseudo examples of `task` with `prompt` until `cfg.per_class` are kept for each
+/// Generates pseudo examples of `task` with `prompt` (DMEA: none, the task's adapters are set)
+/// until `cfg.per_class` are kept for each
 /// class or `cfg.rounds` batches are spent; never fails for want of good samples (the set is
 /// then short, or empty, and says why sample by sample).
 pub async fn generate(
     engine: Engine<'_>,
     model: &LoadedModel,
-    prompt: &SoftPrompt,
+    prompt: Option<&SoftPrompt>,
     task: &StreamTask,
     cfg: &PseudoConfig,
     seed: u64,
@@ -227,7 +228,7 @@ pub async fn generate(
     for _ in 0..cfg.rounds {
         let inputs = vec![input.clone(); batch];
         let out = engine
-            .sample(Some(prompt), &inputs, cfg.max_tokens, &mut sampler)
+            .sample(prompt, &inputs, cfg.max_tokens, &mut sampler)
             .await?;
         for ids in out {
             let text = model.tokenizer.decode(&ids)?;

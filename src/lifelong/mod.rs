@@ -2,6 +2,7 @@
 //! the frozen T5, every task seen so far scored after each one (the accuracy matrix), and how
 //! much each method forgets. LFPT5 ([`lfpt5`]) against its baselines ([`learner::Method`]).
 
+pub mod dmea;
 pub mod learner;
 pub mod lfpt5;
 pub mod paste;
@@ -66,6 +67,16 @@ pub struct LifelongRun {
     /// other methods' one ([`learner::ALL_TASKS`]).
     #[serde(default)]
     pub prompts: Vec<(String, crate::prompt::SoftPrompt)>,
+    /// The adapter methods: per task, per adapter site, the module it uses (new or reused).
+    #[serde(default)]
+    pub modules: Vec<Vec<dmea::Choice>>,
+    /// The adapter methods: per task, the parameters its new modules added.
+    #[serde(default)]
+    pub parameters: Vec<usize>,
+    /// The adapter methods: per task, the cosine of its representation (mean encoder state of
+    /// its inputs) with each earlier task's.
+    #[serde(default)]
+    pub similarity: Vec<Vec<f64>>,
 }
 
 impl LifelongRun {
@@ -82,6 +93,9 @@ impl LifelongRun {
             train_seconds: Vec::new(),
             eval_seconds: Vec::new(),
             prompts: Vec::new(),
+            modules: Vec::new(),
+            parameters: Vec::new(),
+            similarity: Vec::new(),
         }
     }
 
@@ -121,7 +135,7 @@ mod tests {
             best_step: vec![1; 3],
             train_seconds: vec![0.0; 3],
             eval_seconds: vec![0.0; 3],
-            prompts: vec![],
+            ..LifelongRun::empty(Method::Sequential, 0, vec![])
         };
         let f = run.forgetting();
         assert!((f[0] - 0.4).abs() < 1e-12 && f[1] == 0.0, "{f:?}");

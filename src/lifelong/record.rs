@@ -61,6 +61,10 @@ impl Contender {
                 }
                 self.run.scores[after].push(score);
             }
+            Progress::Decided { task, choices } => {
+                self.run.modules.truncate(task);
+                self.run.modules.push(choices.to_vec());
+            }
         }
     }
 }
@@ -120,7 +124,15 @@ impl LifelongRecord {
 
     /// Optimiser steps of the whole run (both contenders, every task).
     pub fn total_steps(&self) -> usize {
-        2 * self.paste.tasks.len() * self.config.steps
+        let n = self.paste.tasks.len();
+        self.contenders
+            .iter()
+            .map(|c| {
+                (0..n)
+                    .map(|t| c.method.task_steps(t, &self.config))
+                    .sum::<usize>()
+            })
+            .sum()
     }
 
     pub fn steps_done(&self) -> usize {

@@ -180,6 +180,16 @@ impl Engine<'_> {
         }
     }
 
+    /// Adapters inside every layer for every call from now on (`None` removes them): DMEA and
+    /// its baselines train them.
+    pub fn set_adapters(&self, adapters: Option<&crate::graph::Adapters>) -> Result<(), TuneError> {
+        match self {
+            Engine::Burn(_) => Err(TuneError::NeedsOurEngine("adapters")),
+            Engine::Ours(t5) => Ok(t5.set_adapters(adapters)?),
+            Engine::Wgpu(t5) => Ok(t5.set_adapters(adapters)?),
+        }
+    }
+
     /// Each input's encoder states (no prompt) at `positions[i]`, concatenated per input: ERDA's
     /// relation encoder pools them at the entity mentions.
     pub async fn pooled_states(

@@ -76,6 +76,33 @@ const LIFELONG: [&str; 6] = [
     "gem.xsum",
     "gem.wikilingua_en",
 ];
+/// DMEA's stream of generation tasks: two data-to-text tasks and two summarisation tasks, so
+/// that each task has a similar one and a dissimilar one.
+const GENERATION: [&str; 4] = [
+    "gem.e2e_nlg",
+    "gem.webnlg_en",
+    "gem.xsum",
+    "gem.wikilingua_en",
+];
+/// BIG-bench free-text tasks derived as generation tasks, with what each is.
+const GENERATION_TASKS: [(&str, &str); 4] = [
+    (
+        "gem/xsum",
+        "summarisation; article cut at 1500 characters (word boundary)",
+    ),
+    (
+        "gem/wikilingua_en",
+        "summarisation; article cut at 1500 characters (word boundary)",
+    ),
+    (
+        "gem/e2e_nlg",
+        "data-to-text: restaurant attributes -> a description",
+    ),
+    (
+        "gem/webnlg_en",
+        "data-to-text: (subject | relation | object) triples -> a text",
+    ),
+];
 /// BIG-bench fixed-label tasks that are not natural language (or not English) or whose label
 /// set is an artefact of the format: kept out of meta-training.
 const BIGBENCH_EXCLUDED: [&str; 14] = [
@@ -392,14 +419,13 @@ fn bigbench_tasks(raw: &Path) -> Result<(Vec<Derived>, Vec<String>), DataError> 
                 }
                 derived.push(d);
             }
-        } else if matches!(rel.as_str(), "gem/xsum" | "gem/wikilingua_en") {
+        } else if let Some(what) = GENERATION_TASKS
+            .iter()
+            .find(|(r, _)| *r == rel)
+            .map(|(_, w)| *w)
+        {
             let t = read_bigbench(&root, &rel)?;
-            let mut d = bigbench_generation(
-                &name,
-                &t,
-                &path,
-                "summarisation; article cut at 1500 characters (word boundary)",
-            );
+            let mut d = bigbench_generation(&name, &t, &path, what);
             d.info.note = format!("{}; every reference is an accepted answer", d.info.note);
             derived.push(d);
         } else if BIGBENCH_EXCLUDED.contains(&top)
@@ -900,6 +926,7 @@ pub fn build(raw: &Path, out: &Path, log: &mut dyn FnMut(&str)) -> Result<Manife
     );
     suites.insert("relations".into(), rel_names);
     suites.insert("lifelong".into(), LIFELONG.map(String::from).to_vec());
+    suites.insert("generation".into(), GENERATION.map(String::from).to_vec());
 
     let mut tasks = Vec::new();
     for d in derived {

@@ -6,6 +6,7 @@
 use crate::tune_cmd::{Runner, write_atomic};
 use indicatif::{ProgressBar, ProgressStyle};
 use metaprompt::lifelong::LifelongRun;
+use metaprompt::lifelong::dmea::Choice;
 use metaprompt::lifelong::lfpt5::Verdict;
 use metaprompt::lifelong::{LifelongConfig, Method, Progress, StreamTask, run, stream};
 use metaprompt::prompt::eval;
@@ -107,7 +108,15 @@ pub fn lifelong(r: &Runner, args: &LifelongArgs) -> Result<(), String> {
         .flat_map(|&s| args.methods.iter().map(move |&m| (m, s)))
         .filter(|&(m, s)| !saved.runs.iter().any(|r| r.method == m && r.seed == s))
         .collect();
-    let steps = (todo.len() * infos.len() * args.config.steps) as u64;
+    let steps: usize = todo
+        .iter()
+        .map(|(m, _)| {
+            (0..infos.len())
+                .map(|t| m.task_steps(t, &args.config))
+                .sum::<usize>()
+        })
+        .sum();
+    let steps = steps as u64;
     let bar = ProgressBar::new(steps).with_style(
         ProgressStyle::with_template(
             "{bar:30} {pos}/{len} steps [{elapsed_precise} < {eta_precise}] {msg}",
@@ -187,6 +196,18 @@ pub fn lifelong(r: &Runner, args: &LifelongArgs) -> Result<(), String> {
                         );
                     }
                 }
+                Progress::Decided { task, choices } => {
+                    let new = choices.iter().filter(|c| **c == Choice::New).count();
+                    say(
+                        &bar,
+                        format!(
+                            "  {} seed {seed}: {}: new modules at {new} of {} sites",
+                            method.name(),
+                            names[task],
+                            choices.len()
+                        ),
+                    );
+                }
                 Progress::Validated { .. } => {}
             }
             ControlFlow::Continue(())
@@ -256,42 +277,101 @@ fn report(args: &LifelongArgs, engine: &str, s: &Store) -> String {
     } else {
         args.tasks.join(", ")
     };
-    let _ = writeln!(md, "# LFPT5 against its baselines: {stream}\n");
+    let adapters = methods.iter().all(|m| m.trains_adapters());
+    let title = if adapters {
+        "DMEA against its baselines"
+    } else {
+        "LFPT5 against its baselines"
+    };
+    let _ = writeln!(md, "# {title}: {stream}\n");
     let _ = writeln!(md, "Command: `{}`\n", args.command_line);
-    let _ = writeln!(
-        md,
-        "Commit {}, engine {engine}. {} shots per class (per task without labels) for training and \
-         as many for validation; {} steps per task, batch {}, {:?} lr {}, prompt {} vectors, \
-         inputs cut to {} tokens, at most {} test examples per task; validation loss every {} \
-         steps picks the prompt kept. Seeds {:?}: each draws the shots and the order of the tasks \
-         within each type (types in the authors' order: classification, NER, summarisation). \
-         Scores are the task's metric x 100 (accuracy, span F1, ROUGE-L).\n",
-        s.key["commit"].as_str().unwrap_or("?"),
-        args.shots,
-        c.steps,
-        c.batch,
-        c.optimizer,
-        c.lr,
-        c.len,
-        c.max_input,
-        args.max_test,
-        c.valid_every,
-        args.seeds
-    );
-    let _ = writeln!(
-        md,
-        "Ours, not the authors' code: prefix prompt of {} vectors (theirs 300, a suffix), the \
-         generation token is the words \"generate <task>:\" and the separator \" | \" (theirs \
-         __ans__, an added token), distillation is a mean per pseudo \
-         target token with the paper's k, model selection on validation loss (theirs: score), \
-         summaries are generated as \"document | summary\" within {} tokens, NER pseudo \
-         labels are kept when every entity is of a known type and in the sentence.\n",
-        c.len, c.pseudo.max_tokens
-    );
+    if adapters {
+        let mc = &c.modules;
+        let _ = writeln!(
+            md,
+            "Commit {}, engine {engine}. {} shots per task for training and as many for \
+             validation; bottleneck adapters of width {} at every self-attention and \
+             feed-forward of the frozen T5 (no prompt), Adam lr {} (coefficients {}), batch {}, \
+             {} adaptation steps per task, and for DMEA and ACM {} search steps before them \
+             from the second task on (coefficients frozen for the first half, entropy weight {}); \
+             validation loss every {} steps picks the modules kept; inputs cut to {} tokens, at \
+             most {} test examples per task. Pseudo examples: {:.0}% of a task's examples per \
+             replayed task, top-k {}, at most {} tokens. Seeds {:?}: each draws the shots and the \
+             order of the tasks. Scores are ROUGE-L x 100 (the task's metric).\n",
+            s.key["commit"].as_str().unwrap_or("?"),
+            args.shots,
+            mc.bottleneck,
+            mc.lr,
+            mc.coef_lr,
+            c.batch,
+            c.steps,
+            mc.search_steps,
+            mc.entropy,
+            c.valid_every,
+            c.max_input,
+            args.max_test,
+            100.0 * mc.replay_share,
+            mc.top_k,
+            c.pseudo.max_tokens,
+            args.seeds
+        );
+        let _ = writeln!(
+            md,
+            "DMEA has no public code: ours (see src/lifelong/dmea.rs) are the task similarity \
+             (cosine of mean encoder states of the tasks' inputs), the coefficient start from it \
+             (old module +margin(s), new -margin(max s), margin {:.2}-{:.2} with s), replay of \
+             the {} most similar earlier tasks sharing a module, the replay loss weighted by \
+             L_current / L_replay, steps instead of epochs, Adam without weight decay. ACM: \
+             start +{m}/-{m}, replay of every task sharing a module, unscaled. reuse: one \
+             module set with replay of every earlier task; sequential: one set, no replay; \
+             multitask: one set on every task's data so far; expand: a new set per task.\n",
+            mc.margins.0,
+            mc.margins.1,
+            mc.replay_tasks,
+            m = mc.acm_margin
+        );
+    } else {
+        let _ = writeln!(
+            md,
+            "Commit {}, engine {engine}. {} shots per class (per task without labels) for training and \
+             as many for validation; {} steps per task, batch {}, {:?} lr {}, prompt {} vectors, \
+             inputs cut to {} tokens, at most {} test examples per task; validation loss every {} \
+             steps picks the prompt kept. Seeds {:?}: each draws the shots and the order of the tasks \
+             within each type (types in the authors' order: classification, NER, summarisation). \
+             Scores are the task's metric x 100 (accuracy, span F1, ROUGE-L).\n",
+            s.key["commit"].as_str().unwrap_or("?"),
+            args.shots,
+            c.steps,
+            c.batch,
+            c.optimizer,
+            c.lr,
+            c.len,
+            c.max_input,
+            args.max_test,
+            c.valid_every,
+            args.seeds
+        );
+        let _ = writeln!(
+            md,
+            "Ours, not the authors' code: prefix prompt of {} vectors (theirs 300, a suffix), the \
+             generation token is the words \"generate <task>:\" and the separator \" | \" (theirs \
+             __ans__, an added token), distillation is a mean per pseudo \
+             target token with the paper's k, model selection on validation loss (theirs: score), \
+             summaries are generated as \"document | summary\" within {} tokens, NER pseudo \
+             labels are kept when every entity is of a known type and in the sentence.\n",
+            c.len, c.pseudo.max_tokens
+        );
+    }
     let _ = writeln!(md, "## After the last task\n");
     let _ = writeln!(
         md,
-        "| method | average score | mean forgetting | per seed (average) |\n|---|---|---|---|"
+        "| method | average score | mean forgetting |{} per seed (average) |\n|---|---|---|{}---|",
+        if adapters {
+            " parameters added (mean over seeds) |"
+        } else {
+            ""
+        },
+        if adapters { "---|" } else { "" }
     );
     for &m in &methods {
         let runs = runs_of(m);
@@ -307,9 +387,18 @@ fn report(args: &LifelongArgs, engine: &str, s: &Store) -> String {
             .iter()
             .map(|r| format!("{}: {:.1}", r.seed, 100.0 * r.final_average()))
             .collect();
+        let params = if adapters {
+            let total: Vec<f64> = runs
+                .iter()
+                .map(|r| r.parameters.iter().sum::<usize>() as f64)
+                .collect();
+            format!(" {:.0} |", mean_std(&total).0)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} |{params} {} |",
             m.name(),
             pm(&avg),
             pm(&forget),
@@ -389,11 +478,18 @@ fn report(args: &LifelongArgs, engine: &str, s: &Store) -> String {
             );
         }
     }
-    let lfpt5 = runs_of(Method::Lfpt5);
+    if adapters {
+        modules_section(&mut md, &methods, &runs_of);
+    }
+    let lfpt5: Vec<&LifelongRun> = methods
+        .iter()
+        .flat_map(|&m| runs_of(m))
+        .filter(|r| !r.pseudo.is_empty())
+        .collect();
     if !lfpt5.is_empty() {
         let _ = writeln!(
             md,
-            "## LFPT5's pseudo examples\n\n| seed | task | generated | kept | why the rest were not | seconds |\n|---|---|---|---|---|---|"
+            "## Pseudo examples\n\n| method | seed | task | generated | kept | why the rest were not | seconds |\n|---|---|---|---|---|---|---|"
         );
         for r in &lfpt5 {
             for set in &r.pseudo {
@@ -417,7 +513,8 @@ fn report(args: &LifelongArgs, engine: &str, s: &Store) -> String {
                     .count();
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {} | {kept} | {} | {:.0} |",
+                    "| {} | {} | {} | {} | {kept} | {} | {:.0} |",
+                    r.method.name(),
                     r.seed,
                     set.task,
                     set.samples.len(),
@@ -451,4 +548,103 @@ fn report(args: &LifelongArgs, engine: &str, s: &Store) -> String {
         }
     }
     md
+}
+
+/// The adapter methods' growth and sharing: parameters added per task, and which tasks' modules
+/// each task reused (a map of sites x tasks for the first seed).
+fn modules_section<'a>(
+    md: &mut String,
+    methods: &[Method],
+    runs_of: &dyn Fn(Method) -> Vec<&'a LifelongRun>,
+) {
+    let _ = writeln!(
+        md,
+        "\n## Modules: parameters added and reuse\n\nPer run and task: parameters its new \
+         modules added, and at how many of the sites it added a module (the rest reuse the \
+         module of the task named).\n\n| method | seed | task | parameters added | new sites | reused from |\n|---|---|---|---|---|---|"
+    );
+    for &m in methods {
+        for r in runs_of(m) {
+            for (j, choices) in r.modules.iter().enumerate() {
+                let new = choices.iter().filter(|c| **c == Choice::New).count();
+                let mut from: BTreeMap<&str, usize> = BTreeMap::new();
+                for c in choices {
+                    if let Choice::Reused { from: t } = c {
+                        *from.entry(r.order[*t].as_str()).or_default() += 1;
+                    }
+                }
+                let from: Vec<String> = from.iter().map(|(t, n)| format!("{t}: {n}")).collect();
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {new}/{} | {} |",
+                    m.name(),
+                    r.seed,
+                    r.order[j],
+                    r.parameters.get(j).copied().unwrap_or(0),
+                    choices.len(),
+                    from.join(", ")
+                );
+            }
+        }
+    }
+    for m in [Method::Dmea, Method::Acm] {
+        let Some(r) = runs_of(m)
+            .into_iter()
+            .next()
+            .filter(|r| !r.modules.is_empty())
+        else {
+            continue;
+        };
+        let _ = writeln!(
+            md,
+            "\n### {} seed {}: the module map\n\nSite (encoder/decoder layer, sub-layer) x \
+             task: `new`, or the index of the task whose module it reuses. Cosine of each task \
+             with the earlier ones: {}.\n",
+            m.name(),
+            r.seed,
+            r.similarity
+                .iter()
+                .enumerate()
+                .skip(1)
+                .map(|(j, s)| {
+                    let s: Vec<String> = s.iter().map(|x| format!("{x:.3}")).collect();
+                    format!("{}: [{}]", j, s.join(", "))
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        let tasks: Vec<String> = (0..r.modules.len())
+            .map(|j| format!("{j} {}", r.order[j]))
+            .collect();
+        let _ = writeln!(
+            md,
+            "| site | {} |\n|---|{}",
+            tasks.join(" | "),
+            "---|".repeat(tasks.len())
+        );
+        let sites = r.modules[0].len();
+        for s in 0..sites {
+            let cells: Vec<String> = r
+                .modules
+                .iter()
+                .map(|c| match c[s] {
+                    Choice::New => "new".to_string(),
+                    Choice::Reused { from } => from.to_string(),
+                })
+                .collect();
+            let _ = writeln!(md, "| {} | {} |", site_label(s, sites), cells.join(" | "));
+        }
+    }
+}
+
+/// "enc 3 ff" for a site index (sites: encoder layers then decoder layers, two per layer).
+fn site_label(s: usize, sites: usize) -> String {
+    let half = sites / 2;
+    let (stack, rel) = if s < half {
+        ("enc", s)
+    } else {
+        ("dec", s - half)
+    };
+    let sub = if rel % 2 == 0 { "attn" } else { "ff" };
+    format!("{stack} {} {sub}", rel / 2)
 }
