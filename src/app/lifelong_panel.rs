@@ -9,6 +9,7 @@ use super::state::{ModelCtx, download, load_preset, persisted};
 use super::worker::Backend;
 use super::workspace::Workspace;
 use crate::compare::Status;
+use crate::lifelong::dmea::{Choice, ModuleConfig};
 use crate::lifelong::lfpt5::Verdict;
 use crate::lifelong::paste::{PastedSequence, parse};
 use crate::lifelong::record::{Contender, LifelongRecord};
@@ -20,7 +21,7 @@ use crate::worker::protocol::Request;
 use leptos::prelude::*;
 
 /// The sequences served beside the page (`metaprompt data presets`): (file, button label).
-const PRESETS: [(&str, &str); 2] = [
+const PRESETS: [(&str, &str); 3] = [
     (
         "presets/lifelong-classification.txt",
         "Load three classification tasks",
@@ -28,6 +29,10 @@ const PRESETS: [(&str, &str); 2] = [
     (
         "presets/lifelong.txt",
         "Load the whole lifelong suite (classification, NER, summaries)",
+    ),
+    (
+        "presets/generation.txt",
+        "Load DMEA's generation tasks (data-to-text, summaries)",
     ),
 ];
 
@@ -66,6 +71,24 @@ fn describe(m: Method) -> &'static str {
         Method::Sequential => "one prompt trained task after task, nothing replayed",
         Method::Replay => "real examples of earlier tasks replayed, as many as LFPT5 generates",
         Method::Multitask => "the prompt trained on every task so far (an upper bound)",
+        Method::Dmea => {
+            "DMEA: adapters; each task searches, layer by layer, whether to reuse an earlier module or add its own (coefficients started from task similarity), then replays the most similar earlier tasks"
+        }
+        Method::Acm => {
+            "ACM: DMEA's search from fixed coefficients, replay of every task sharing a module"
+        }
+        Method::Expand => {
+            "adapters: a new module at every layer for every task (no forgetting, the most parameters)"
+        }
+        Method::Reuse => {
+            "adapters: one module set for every task, pseudo examples of every earlier task replayed"
+        }
+        Method::SequentialAdapters => {
+            "adapters: one module set trained task after task, nothing replayed"
+        }
+        Method::MultitaskAdapters => {
+            "adapters: one module set trained on every task so far (an upper bound)"
+        }
     }
 }
 
@@ -112,6 +135,11 @@ fn new_run(life: LifelongWs, paste: PastedSequence) -> LifelongRecord {
         steps,
         valid_every: (steps / 3).max(1),
         seed: life.seed.get_untracked(),
+        // DMEA and ACM search for half a task's steps before them.
+        modules: ModuleConfig {
+            search_steps: (steps / 2).max(2),
+            ..ModuleConfig::default()
+        },
         ..LifelongConfig::default()
     };
     LifelongRecord::new(
@@ -241,10 +269,10 @@ pub fn LifelongPanel() -> impl IntoView {
                             life.methods.update(|ms| ms[i] = m);
                         }
                     }>
-                        {Method::ALL.map(|m| view! {
+                        {Method::ALL.into_iter().chain(Method::ADAPTERS).map(|m| view! {
                             <option value=m.name() title=describe(m)
                                 selected=move || life.methods.with(|ms| ms[i] == m)>{m.name()}</option>
-                        })}
+                        }).collect_view()}
                     </select>
                 })}
             </div>
@@ -275,6 +303,7 @@ pub fn LifelongPanel() -> impl IntoView {
                 </div>
             </Show>
             {move || run.get().map(|r| matrices(&r))}
+            {move || run.get().map(|r| module_maps(&r))}
             {move || run.get().map(|r| pseudo_tables(&r))}
             {move || over.get().map(|r| outcome(&r))}
             <h3>"Past lifelong runs"</h3>
@@ -414,6 +443,63 @@ fn matrices(r: &LifelongRecord) -> impl IntoView + use<> {
             </div>
         }
     })
+}
+
+/// The adapter methods' module map, drawn as each task decides: a row per adapter site (layer
+/// and sub-layer), a column per task; a cell is the task's own new module or the earlier task
+/// whose module it reuses.
+fn module_maps(r: &LifelongRecord) -> impl IntoView + use<> {
+    let order: Vec<String> = r.paste.tasks.iter().map(|t| t.name.clone()).collect();
+    r.contenders
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !c.run.modules.is_empty())
+        .map(|(i, c)| {
+            let sites = c.run.modules[0].len();
+            let half = sites / 2;
+            let label = move |s: usize| {
+                let (stack, rel) = if s < half { ("encoder", s) } else { ("decoder", s - half) };
+                format!("{stack} {} {}", rel / 2, if rel % 2 == 0 { "attention" } else { "feed-forward" })
+            };
+            let params: Vec<String> = c.run.parameters.iter().map(|p| format!("{:.1}k", *p as f64 / 1e3)).collect();
+            let sims: Vec<String> = c.run.similarity.iter().enumerate().skip(1).map(|(j, s)| {
+                let s: Vec<String> = s.iter().zip(&order).map(|(x, t)| format!("{t} {x:.3}")).collect();
+                format!("{}: {}", order[j], s.join(", "))
+            }).collect();
+            let modules = c.run.modules.clone();
+            view! {
+                <details open class="module-map" id=format!("lifelong-modules-{i}")>
+                    <summary>{format!("{}: which module each task uses, layer by layer", c.method.name())}</summary>
+                    <p class="note">{format!(
+                        "Parameters added per task: {}. Task similarity (cosine of mean encoder states): {}",
+                        params.join(", "),
+                        if sims.is_empty() { "–".to_string() } else { sims.join("; ") }
+                    )}</p>
+                    <div class="scroll">
+                        <table class="grid modules">
+                            <thead><tr><th>"site"</th>
+                                {order.iter().take(modules.len()).map(|n| view! { <th>{n.clone()}</th> }).collect_view()}
+                            </tr></thead>
+                            <tbody>
+                                {(0..sites).map(|s| view! {
+                                    <tr><th>{label(s)}</th>
+                                        {modules.iter().map(|m| match m[s] {
+                                            Choice::New => view! { <td class="new">"new"</td> }.into_any(),
+                                            Choice::Reused { from } => view! {
+                                                <td class="reused" title=format!("reuses the module {} added", order.get(from).cloned().unwrap_or_default())>
+                                                    {format!("↺ {}", order.get(from).cloned().unwrap_or_default())}
+                                                </td>
+                                            }.into_any(),
+                                        }).collect_view()}
+                                    </tr>
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    </div>
+                </details>
+            }
+        })
+        .collect_view()
 }
 
 /// LFPT5's pseudo examples: every generated text, what was read from it, kept or why not.

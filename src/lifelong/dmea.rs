@@ -57,7 +57,8 @@ pub struct ModuleConfig {
     pub search_steps: usize,
     /// Adam's rate for the modules.
     pub lr: f32,
-    /// Adam's rate for the mixing coefficients.
+    /// Adam's rate for the mixing coefficients (ours: 0.1, so that the search's unfrozen half,
+    /// a few steps, can move a coefficient past the widest start gap, 2 x 0.15).
     pub coef_lr: f32,
     /// Weight of the coefficients' softmax entropy in the search loss (ACM: 0.01).
     pub entropy: f32,
@@ -81,7 +82,7 @@ impl Default for ModuleConfig {
             bottleneck: 32,
             search_steps: 12,
             lr: 1e-3,
-            coef_lr: 0.05,
+            coef_lr: 0.1,
             entropy: 0.01,
             acm_margin: 0.05,
             margins: (0.03, 0.15),

@@ -39,8 +39,12 @@ async fn learn_sequence(
         let mut on = |p: Progress| {
             rec.contenders[i].hear(&p);
             rec.secs = (now_ms() - started) / 1e3;
-            // A scored task or a pseudo set changes what the history should keep.
-            let keep = matches!(p, Progress::Scored { .. } | Progress::Generated { .. });
+            // A scored task, a pseudo set or a module decision changes what the history should
+            // keep (and the module map is drawn as each task decides).
+            let keep = matches!(
+                p,
+                Progress::Scored { .. } | Progress::Generated { .. } | Progress::Decided { .. }
+            );
             if due(&mut last, now_ms(), keep) {
                 post(&Reply::Lifelong {
                     record: Box::new(rec.clone()),

@@ -133,3 +133,60 @@ test('paste a task sequence, learn it with LFPT5 and sequential PT, download, re
     await browser.close();
   }
 });
+
+// DMEA against always-expand on two generation tasks: the module map (site x task: the task's
+// own module or the earlier one it reuses) is drawn as each task decides, and kept on reload.
+const ECHO = ['river', 'stone', 'cloud', 'field', 'bread', 'glass'].map((w) => `repeat: ${w} and more => ${w}`);
+const SHOUT = ['apple', 'pear', 'plum', 'lime', 'fig', 'kiwi'].map((w) => `say ${w} loudly => ${w.toUpperCase()}`);
+const GENERATION = ['# echo (summarisation)', ...ECHO, '# shout (summarisation)', ...SHOUT].join('\n');
+
+test('learn two generation tasks with DMEA and expand: the module map', async () => {
+  const browser = await launchBrowser();
+  const page = await browser.newPage();
+  const log = watchConsole(page);
+  try {
+    await loadTinyModel(page, server.url, log);
+    await page.fill('#lifelong-paste', GENERATION);
+    await page.waitForFunction(() => /2 tasks, 12 examples/.test(document.querySelector('#lifelong-tasks')?.textContent ?? ''));
+    await page.selectOption('#lifelong-method-0', 'dmea');
+    await page.selectOption('#lifelong-method-1', 'expand');
+    await setField(page, '#lifelong-shots', 2);
+    await setField(page, '#lifelong-steps', 4);
+    await setField(page, '#lifelong-test', 2);
+    await page.click('#lifelong-train');
+    // The first task's map appears before the run ends: drawn as it is decided.
+    await page.waitForSelector('#lifelong-modules-0 tbody tr', { timeout: 600_000 });
+    await page.waitForSelector('#lifelong-run[data-status="finished"], #lifelong-run[data-status="failed"]', { timeout: 600_000 });
+    const run = (await page.textContent('#lifelong-run')).replace(/\s+/g, ' ');
+    console.log(`run: ${run}`);
+    assert.equal(await page.getAttribute('#lifelong-run', 'data-status'), 'finished', run + log.join('\n'));
+    // DMEA: 4 steps on the first task, 2 of search and 4 of adaptation on the second; expand 4 + 4.
+    assert.equal(await page.getAttribute('#lifelong-progress', 'value'), '18');
+    const map = async (i) => page.$$eval(`#lifelong-modules-${i} tbody tr`, (r) => r.map((x) => [...x.querySelectorAll('td')].map((c) => c.textContent.trim())));
+    const dmea = await map(0);
+    const expand = await map(1);
+    console.log(`dmea map: ${JSON.stringify(dmea)}`);
+    assert.ok(dmea.length > 0);
+    assert.equal(expand.length, dmea.length);
+    for (const row of dmea) {
+      assert.equal(row.length, 2);
+      assert.equal(row[0], 'new');
+      assert.match(row[1], /^(new|↺ echo)$/);
+    }
+    assert.ok(expand.every((row) => row.every((c) => c === 'new')));
+    const note = (await page.textContent('#lifelong-modules-0 .note')).replace(/\s+/g, ' ');
+    console.log(note);
+    assert.match(note, /Parameters added per task: [\d.]+k, [\d.]+k\. Task similarity \(cosine of mean encoder states\): shout: echo -?[01]\.\d{3}/);
+    await page.locator('#lifelong-modules-0').screenshot({ path: screenshotPath('lifelong-4-module-map') });
+    await page.screenshot({ path: screenshotPath('lifelong-5-dmea'), fullPage: true });
+    await page.reload();
+    await page.waitForSelector('#lifelong-run[data-status="finished"]', { timeout: 60_000 });
+    assert.deepEqual(await map(0), dmea);
+  } catch (e) {
+    console.log(log.join('\n'));
+    await page.screenshot({ path: screenshotPath('lifelong-dmea-failure'), fullPage: true }).catch(() => {});
+    throw e;
+  } finally {
+    await browser.close();
+  }
+});

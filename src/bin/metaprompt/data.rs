@@ -225,59 +225,74 @@ const LIFELONG_PER_CLASS: usize = 26;
 /// 128 tokens of them.
 const LIFELONG_WORDS: usize = 100;
 
-/// `OUT/lifelong.txt` (the `lifelong` suite) and `OUT/lifelong-classification.txt` (its
-/// classification tasks): task sequences as a person would paste them in the page's Lifelong
-/// section, `# name (type)` headers over `input<TAB>target` lines, in the authors' type order.
+/// `OUT/lifelong.txt` (the `lifelong` suite), `OUT/lifelong-classification.txt` (its
+/// classification tasks) and `OUT/generation.txt` (DMEA's `generation` suite): task sequences as
+/// a person would paste them in the page's Lifelong section, `# name (type)` headers over
+/// `input<TAB>target` lines, in the authors' type order.
 fn lifelong_presets(data: &Path, m: &Manifest, out: &Path) -> Result<(), String> {
     use metaprompt::lifelong::TaskType;
-    let mut infos = m.suite(LIFELONG).map_err(|e| e.to_string())?;
-    infos.sort_by_key(|t| TaskType::of(t.kind));
-    let flat = |s: &str, words: usize| {
-        s.split_whitespace()
-            .take(words)
-            .collect::<Vec<_>>()
-            .join(" ")
+    let blocks = |suite: &str| -> Result<Vec<(TaskType, String)>, String> {
+        let mut infos = m.suite(suite).map_err(|e| e.to_string())?;
+        infos.sort_by_key(|t| TaskType::of(t.kind));
+        infos
+            .into_iter()
+            .map(|t| Ok((TaskType::of(t.kind), sequence_block(data, t)?)))
+            .collect()
     };
-    let mut blocks = Vec::new();
-    for t in infos {
-        let ty = TaskType::of(t.kind);
-        let mut text = format!("# {} ({})\n", t.name, ty.name().to_lowercase());
-        let pool = store::read_split(data, t, "train").map_err(|e| e.to_string())?;
-        let labels = t.kind.has_labels().then_some(t.labels.as_slice());
-        // NER's spans must stay in the sentence (tweets are short anyway).
-        let words = if ty == TaskType::Ner {
-            usize::MAX
-        } else {
-            LIFELONG_WORDS
-        };
-        for e in tasks::sampling::k_shot(&pool, LIFELONG_PER_CLASS, labels, 17) {
-            let target = metaprompt::prompt::eval::target_text(t, &e);
-            text.push_str(&format!(
-                "{}\t{}\n",
-                flat(&e.input, words),
-                flat(target, usize::MAX)
-            ));
-        }
-        blocks.push((ty, text));
-    }
     let write = |name: &str, blocks: Vec<&str>| -> Result<(), String> {
         let path = out.join(name);
         std::fs::write(&path, blocks.concat()).map_err(|e| format!("{}: {e}", path.display()))?;
         println!("wrote {} ({} tasks)", path.display(), blocks.len());
         Ok(())
     };
+    let lifelong = blocks(LIFELONG)?;
     write(
         "lifelong.txt",
-        blocks.iter().map(|(_, t)| t.as_str()).collect(),
+        lifelong.iter().map(|(_, t)| t.as_str()).collect(),
     )?;
     write(
         "lifelong-classification.txt",
-        blocks
+        lifelong
             .iter()
             .filter(|(ty, _)| *ty == TaskType::Classification)
             .map(|(_, t)| t.as_str())
             .collect(),
+    )?;
+    let generation = blocks("generation")?;
+    write(
+        "generation.txt",
+        generation.iter().map(|(_, t)| t.as_str()).collect(),
     )
+}
+
+/// One task of a preset sequence: its header and `LIFELONG_PER_CLASS` examples per class.
+fn sequence_block(data: &Path, t: &metaprompt::tasks::TaskInfo) -> Result<String, String> {
+    use metaprompt::lifelong::TaskType;
+    let flat = |s: &str, words: usize| {
+        s.split_whitespace()
+            .take(words)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let ty = TaskType::of(t.kind);
+    let mut text = format!("# {} ({})\n", t.name, ty.name().to_lowercase());
+    let pool = store::read_split(data, t, "train").map_err(|e| e.to_string())?;
+    let labels = t.kind.has_labels().then_some(t.labels.as_slice());
+    // NER's spans must stay in the sentence (tweets are short anyway).
+    let words = if ty == TaskType::Ner {
+        usize::MAX
+    } else {
+        LIFELONG_WORDS
+    };
+    for e in tasks::sampling::k_shot(&pool, LIFELONG_PER_CLASS, labels, 17) {
+        let target = metaprompt::prompt::eval::target_text(t, &e);
+        text.push_str(&format!(
+            "{}\t{}\n",
+            flat(&e.input, words),
+            flat(target, usize::MAX)
+        ));
+    }
+    Ok(text)
 }
 
 /// Examples per relation in the page's relation preset: the first task's (ERDA learns it from
