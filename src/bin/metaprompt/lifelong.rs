@@ -188,10 +188,10 @@ pub fn lifelong(r: &Runner, args: &LifelongArgs) -> Result<(), String> {
                         say(
                             &bar,
                             format!(
-                                "  {} seed {seed}: after {}: {}",
+                                "  {} seed {seed}: after {}: {:.1}",
                                 method.name(),
                                 names[after],
-                                score
+                                100.0 * score
                             ),
                         );
                     }
