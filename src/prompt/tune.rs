@@ -132,6 +132,31 @@ pub async fn loss_and_grad<'a>(
     engine.into().loss_and_grad(prompt, pairs).await
 }
 
+/// The largest `[rows x target tokens, vocab]` f32 logits one pass may bind: WebGPU's default
+/// `max_storage_buffer_binding_size` (128 MiB), which lavapipe and the browsers keep (16 rows of
+/// 91-token targets need 178 MiB and fail validation).
+pub const MAX_LOGITS_BYTES: usize = 128 << 20;
+
+/// `[start, end)` minibatches of at most `batch` rows whose logits fit [`MAX_LOGITS_BYTES`]
+/// (a row alone always goes through).
+pub fn loss_batches(target_lens: &[usize], batch: usize, vocab: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < target_lens.len() {
+        let (mut end, mut longest) = (start, 0);
+        while end < target_lens.len() && end - start < batch.max(1) {
+            let l = longest.max(target_lens[end] + 1);
+            if end > start && (end - start + 1) * l * vocab * 4 > MAX_LOGITS_BYTES {
+                break;
+            }
+            (longest, end) = (l, end + 1);
+        }
+        out.push((start, end));
+        start = end;
+    }
+    out
+}
+
 /// Support-set loss without gradients, in minibatches.
 pub async fn support_loss(
     engine: Engine<'_>,
@@ -141,7 +166,9 @@ pub async fn support_loss(
 ) -> Result<f32, TuneError> {
     let mut total = 0.0;
     let mut tokens = 0usize;
-    for chunk in pairs.chunks(batch.max(1)) {
+    let lens: Vec<usize> = pairs.iter().map(|p| p.target.len()).collect();
+    for (a, b) in loss_batches(&lens, batch, engine.config().vocab_size) {
+        let chunk = &pairs[a..b];
         let refs: Vec<&Pair> = chunk.iter().collect();
         let n: usize = chunk.iter().map(|p| p.target.len()).sum();
         total += engine.loss(prompt, &refs).await? * n as f32;
@@ -285,4 +312,26 @@ pub async fn tune<'a>(
         history,
         stop: StopReason::Budget,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_batches_keep_logits_under_the_binding_limit() {
+        let v = 32_128;
+        // Short targets: plain minibatches of `batch`.
+        assert_eq!(loss_batches(&[3; 5], 2, v), [(0, 2), (2, 4), (4, 5)]);
+        // 91-token targets (the lavapipe failure): 16 rows need 178 MiB, so fewer per pass.
+        let long = loss_batches(&[90; 16], 16, v);
+        assert!(long.len() > 1, "{long:?}");
+        for &(a, b) in &long {
+            assert!((b - a) * 91 * v * 4 <= MAX_LOGITS_BYTES, "{a}..{b}");
+        }
+        assert_eq!(long.last().unwrap().1, 16);
+        // A row too long for the budget still goes, alone.
+        assert_eq!(loss_batches(&[5000, 3], 4, v), [(0, 1), (1, 2)]);
+        assert!(loss_batches(&[], 4, v).is_empty());
+    }
 }
