@@ -6,7 +6,7 @@ use super::protocol::{
     Kernels, Probe, Progress, Reply, Request, Scores, Source, Timing, due, fastest,
 };
 use crate::browser::download;
-use crate::clock::now_ms;
+use crate::clock::{now_ms, within};
 use crate::compare::{Duel, InitChoice, Prepared, RunRecord, Settings, Status};
 use crate::cpu::CpuT5;
 use crate::gpu::Gpu;
@@ -29,6 +29,10 @@ const EVAL_BATCH: usize = 16;
 /// The model folder's files in download order: the small ones first so that a wrong
 /// deployment fails fast.
 const FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
+
+/// How long the load waits for WebGPU to answer (the adapter, then the timed step) before it
+/// goes on without it: a headless software adapter has been seen to never answer.
+const GPU_LIMIT_MS: u32 = 60_000;
 
 /// The frozen T5 thrice over: our CPU engine, our WGSL engine when there is WebGPU, and burn's
 /// model (generation, initialisations, the generic engine) on the faster engine's device.
@@ -69,10 +73,17 @@ impl Loaded {
             ms: time_step(Engine::Ours(&cpu), probe.steps, &prompt, &refs).await,
         }];
         if let Some((g, adapter)) = &wgsl {
+            // A software adapter may hang in a step: past the limit the CPU engine trains.
+            let ms = within(
+                GPU_LIMIT_MS,
+                time_step(Engine::Wgpu(g), probe.steps, &prompt, &refs),
+            )
+            .await
+            .unwrap_or_else(|| Err(format!("no answer within {} s", GPU_LIMIT_MS / 1000)));
             timings.push(Timing {
                 engine: wgsl_name(adapter),
                 wgsl: true,
-                ms: time_step(Engine::Wgpu(g), probe.steps, &prompt, &refs).await,
+                ms,
             });
         }
         let wgsl_fastest = fastest(&timings).is_some_and(|i| timings[i].wgsl);
@@ -377,7 +388,9 @@ async fn load(
     post(&Reply::Preparing);
     // Without WebGPU the model runs on the CPU in WebAssembly (the page's GPU panel says why).
     let gpu = if webgpu {
-        Gpu::shared().await.ok()
+        within(GPU_LIMIT_MS, Gpu::shared())
+            .await
+            .and_then(Result::ok)
     } else {
         None
     };

@@ -110,7 +110,16 @@ export async function setField(page, id, value) {
 export async function loadTinyModel(page, url, log) {
   await page.goto(`${url}?model=models/tiny`);
   await (await page.waitForSelector('#model-load', { timeout: 60_000 })).click();
-  await page.waitForSelector('#model-status[data-phase="ready"], #model-status[data-phase="failed"]', { timeout: 120_000 });
+  const t0 = Date.now();
+  try {
+    await page.waitForSelector('#model-status[data-phase="ready"], #model-status[data-phase="failed"]', { timeout: 180_000 });
+  } catch (e) {
+    // Say where the load stood: the status line and what the page logged.
+    const status = await page.textContent('#model-status').catch(() => '(no status)');
+    throw new Error(`the tiny model did not load in ${(Date.now() - t0) / 1000} s; status: ${status}\n${log.join('\n')}\n${e.message}`);
+  }
+  const status = (await page.textContent('#model-status')).replace(/\s+/g, ' ');
+  console.log(`tiny model: ${(Date.now() - t0) / 1000} s to ${status.slice(0, 300)}`);
   if ((await page.getAttribute('#model-status', 'data-phase')) !== 'ready') {
     throw new Error(`the tiny model did not load:\n${log.join('\n')}`);
   }
