@@ -9,6 +9,7 @@ use super::state::{ModelCtx, download, load_preset, persisted};
 use super::worker::Backend;
 use super::workspace::Workspace;
 use crate::compare::Status;
+use crate::graph::Adapters;
 use crate::lifelong::dmea::{Choice, ModuleConfig};
 use crate::lifelong::lfpt5::Verdict;
 use crate::lifelong::paste::{PastedSequence, parse};
@@ -456,11 +457,6 @@ fn module_maps(r: &LifelongRecord) -> impl IntoView + use<> {
         .filter(|(_, c)| !c.run.modules.is_empty())
         .map(|(i, c)| {
             let sites = c.run.modules[0].len();
-            let half = sites / 2;
-            let label = move |s: usize| {
-                let (stack, rel) = if s < half { ("encoder", s) } else { ("decoder", s - half) };
-                format!("{stack} {} {}", rel / 2, if rel % 2 == 0 { "attention" } else { "feed-forward" })
-            };
             let params: Vec<String> = c.run.parameters.iter().map(|p| format!("{:.1}k", *p as f64 / 1e3)).collect();
             let sims: Vec<String> = c.run.similarity.iter().enumerate().skip(1).map(|(j, s)| {
                 let s: Vec<String> = s.iter().zip(&order).map(|(x, t)| format!("{t} {x:.3}")).collect();
@@ -482,7 +478,7 @@ fn module_maps(r: &LifelongRecord) -> impl IntoView + use<> {
                             </tr></thead>
                             <tbody>
                                 {(0..sites).map(|s| view! {
-                                    <tr><th>{label(s)}</th>
+                                    <tr><th>{Adapters::site_label(s, sites)}</th>
                                         {modules.iter().map(|m| match m[s] {
                                             Choice::New => view! { <td class="new">"new"</td> }.into_any(),
                                             Choice::Reused { from } => view! {

@@ -110,6 +110,19 @@ impl Adapters {
         base + 2 * layer + (sub == Sublayer::FeedForward) as usize
     }
 
+    /// "enc 3 ff" for site `s` of `sites`, the inverse of `site` where the encoder and the decoder
+    /// have as many layers (every T5 we load; a run record keeps the sites, not the config).
+    pub fn site_label(s: usize, sites: usize) -> String {
+        let half = sites / 2;
+        let (stack, rel) = if s < half {
+            ("enc", s)
+        } else {
+            ("dec", s - half)
+        };
+        let sub = if rel % 2 == 0 { "attn" } else { "ff" };
+        format!("{stack} {} {sub}", rel / 2)
+    }
+
     /// `modules` freshly initialised modules at every site, equal coefficients.
     pub fn new(c: &T5Config, bottleneck: usize, modules: usize, seed: u64) -> Self {
         let mut rng = SplitMix64::new(seed);
@@ -454,5 +467,31 @@ impl<O: Ops> GradientCopy<O> {
             bottleneck: self.r,
             sites,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_site_label_names_the_site_it_indexes() {
+        let c = T5Config::flan_t5_small();
+        let sites = Adapters::site_count(&c);
+        assert_eq!(sites, 32);
+        for (decoder, stack) in [(false, "enc"), (true, "dec")] {
+            for layer in 0..c.num_layers {
+                for (sub, name) in [
+                    (Sublayer::SelfAttention, "attn"),
+                    (Sublayer::FeedForward, "ff"),
+                ] {
+                    let s = Adapters::site(&c, decoder, layer, sub);
+                    assert_eq!(
+                        Adapters::site_label(s, sites),
+                        format!("{stack} {layer} {name}")
+                    );
+                }
+            }
+        }
     }
 }

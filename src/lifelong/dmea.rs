@@ -23,7 +23,7 @@
 //! before, clamped to 0.1-10), a step budget for few-shot tasks in place of epochs, Adam at 1e-3
 //! without weight decay (ACM: AdamW 1.75e-4 on full data), no adapter after cross-attention.
 
-use super::learner::{LifelongConfig, Method, Progress, generator_pair};
+use super::learner::{LifelongConfig, Method, Progress, generator_pair, score_seen};
 use super::lfpt5::{self, PseudoConfig, PseudoSet};
 use super::stream::StreamTask;
 use super::{LifelongError, LifelongRun};
@@ -663,37 +663,13 @@ async fn run_adapters(
             return Ok(out);
         }
         // 5. Every task so far, scored through its own path.
-        let t1 = crate::clock::now_ms();
-        let mut row = Vec::with_capacity(j + 1);
-        for (i, t) in stream[..=j].iter().enumerate() {
+        let prepare = |i: usize| {
             engine.set_adapters(Some(&pool.path(&paths[i])))?;
-            let s = eval::evaluate(
-                model,
-                engine,
-                None,
-                &t.info,
-                &t.test,
-                cfg.eval_batch,
-                cfg.max_input,
-            )
-            .await?;
-            if i == j {
-                out.metrics.push(s.metric.clone());
-            }
-            row.push(s.value);
-            if on(Progress::Scored {
-                after: j,
-                task: i,
-                score: s.value,
-            })
-            .is_break()
-            {
-                out.scores.push(row);
-                return Ok(out);
-            }
+            Ok(None)
+        };
+        if !score_seen(engine, model, &stream[..=j], cfg, prepare, &mut out, on).await? {
+            return Ok(out);
         }
-        out.scores.push(row);
-        out.eval_seconds.push((crate::clock::now_ms() - t1) / 1e3);
     }
     Ok(out)
 }

@@ -331,45 +331,75 @@ pub async fn run(
         if learned.stopped {
             return Ok(out);
         }
-        let t1 = crate::clock::now_ms();
-        let mut row = Vec::with_capacity(j + 1);
-        for (i, t) in stream[..=j].iter().enumerate() {
-            let prompt = match method {
-                Method::Lfpt5 => prompts
-                    .iter()
-                    .find(|(ty, _)| *ty == t.ty())
-                    .map_or(&current, |(_, p)| p),
-                _ => &current,
-            };
-            let s = eval::evaluate(
-                model,
-                engine,
-                Some(prompt),
-                &t.info,
-                &t.test,
-                cfg.eval_batch,
-                cfg.max_input,
-            )
-            .await?;
-            if i == j {
-                out.metrics.push(s.metric.clone());
-            }
-            row.push(s.value);
-            if on(Progress::Scored {
-                after: j,
-                task: i,
-                score: s.value,
-            })
-            .is_break()
-            {
-                out.scores.push(row);
-                return Ok(out);
-            }
+        let prompt_of = |i: usize| match method {
+            Method::Lfpt5 => prompts
+                .iter()
+                .find(|(ty, _)| *ty == stream[i].ty())
+                .map_or(&current, |(_, p)| p),
+            _ => &current,
+        };
+        if !score_seen(
+            engine,
+            model,
+            &stream[..=j],
+            cfg,
+            |i| Ok(Some(prompt_of(i))),
+            &mut out,
+            on,
+        )
+        .await?
+        {
+            return Ok(out);
         }
-        out.scores.push(row);
-        out.eval_seconds.push((crate::clock::now_ms() - t1) / 1e3);
     }
     Ok(out)
+}
+
+/// Scores every task learned so far (`seen`, the last one just learned) on its test examples,
+/// each through what it learned: `prepare(i)` gives task i's prompt, or sets its adapters and gives None. The row
+/// goes into `out`, with Scored for each task; Ok(false) when the listener asked to stop.
+pub(super) async fn score_seen<'p>(
+    engine: Engine<'_>,
+    model: &LoadedModel,
+    seen: &[StreamTask],
+    cfg: &LifelongConfig,
+    mut prepare: impl FnMut(usize) -> Result<Option<&'p SoftPrompt>, LifelongError>,
+    out: &mut LifelongRun,
+    on: &mut dyn FnMut(Progress) -> ControlFlow<()>,
+) -> Result<bool, LifelongError> {
+    let t1 = crate::clock::now_ms();
+    let after = seen.len() - 1;
+    let mut row = Vec::with_capacity(seen.len());
+    for (i, t) in seen.iter().enumerate() {
+        let prompt = prepare(i)?;
+        let s = eval::evaluate(
+            model,
+            engine,
+            prompt,
+            &t.info,
+            &t.test,
+            cfg.eval_batch,
+            cfg.max_input,
+        )
+        .await?;
+        if i == after {
+            out.metrics.push(s.metric.clone());
+        }
+        row.push(s.value);
+        if on(Progress::Scored {
+            after,
+            task: i,
+            score: s.value,
+        })
+        .is_break()
+        {
+            out.scores.push(row);
+            return Ok(false);
+        }
+    }
+    out.scores.push(row);
+    out.eval_seconds.push((crate::clock::now_ms() - t1) / 1e3);
+    Ok(true)
 }
 
 fn own_items(task: usize, t: &StreamTask) -> (Vec<Item>, Vec<Item>) {

@@ -30,8 +30,8 @@ const EVAL_BATCH: usize = 16;
 /// deployment fails fast.
 const FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
 
-/// How long the load waits for WebGPU to answer (the adapter, then the timed step) before it
-/// goes on without it: a headless software adapter has been seen to never answer.
+/// How long (at least) the load waits for WebGPU to answer (the adapter, then the timed step)
+/// before it goes on without it: a headless software adapter has been seen to never answer.
 const GPU_LIMIT_MS: u32 = 60_000;
 
 /// The frozen T5 thrice over: our CPU engine, our WGSL engine when there is WebGPU, and burn's
@@ -73,13 +73,19 @@ impl Loaded {
             ms: time_step(Engine::Ours(&cpu), probe.steps, &prompt, &refs).await,
         }];
         if let Some((g, adapter)) = &wgsl {
-            // A software adapter may hang in a step: past the limit the CPU engine trains.
+            // A software adapter may hang in a step, or take minutes: past the limit (or ten
+            // times the CPU engine's time for the same steps) the CPU engine has won.
+            let cpu_ms = timings[0]
+                .ms
+                .as_ref()
+                .map_or(0.0, |ms| ms * (probe.steps + 1) as f64);
+            let limit = GPU_LIMIT_MS.max((10.0 * cpu_ms) as u32);
             let ms = within(
-                GPU_LIMIT_MS,
+                limit,
                 time_step(Engine::Wgpu(g), probe.steps, &prompt, &refs),
             )
             .await
-            .unwrap_or_else(|| Err(format!("no answer within {} s", GPU_LIMIT_MS / 1000)));
+            .unwrap_or_else(|| Err(format!("no answer within {} s", limit / 1000)));
             timings.push(Timing {
                 engine: wgsl_name(adapter),
                 wgsl: true,

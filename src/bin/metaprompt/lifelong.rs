@@ -5,6 +5,7 @@
 
 use crate::tune_cmd::{Runner, write_atomic};
 use indicatif::{ProgressBar, ProgressStyle};
+use metaprompt::graph::Adapters;
 use metaprompt::lifelong::LifelongRun;
 use metaprompt::lifelong::dmea::Choice;
 use metaprompt::lifelong::lfpt5::Verdict;
@@ -632,19 +633,12 @@ fn modules_section<'a>(
                     Choice::Reused { from } => from.to_string(),
                 })
                 .collect();
-            let _ = writeln!(md, "| {} | {} |", site_label(s, sites), cells.join(" | "));
+            let _ = writeln!(
+                md,
+                "| {} | {} |",
+                Adapters::site_label(s, sites),
+                cells.join(" | ")
+            );
         }
     }
-}
-
-/// "enc 3 ff" for a site index (sites: encoder layers then decoder layers, two per layer).
-fn site_label(s: usize, sites: usize) -> String {
-    let half = sites / 2;
-    let (stack, rel) = if s < half {
-        ("enc", s)
-    } else {
-        ("dec", s - half)
-    };
-    let sub = if rel % 2 == 0 { "attn" } else { "ff" };
-    format!("{stack} {} {sub}", rel / 2)
 }
