@@ -296,6 +296,12 @@ pub enum CompareError {
     NoTraining,
     #[error("a comparison needs at least two labels, got {0}")]
     TooFewLabels(usize),
+    #[error("input tokens: {0}, expected at least 2")]
+    MaxInput(usize),
+    #[error(
+        "held-out example {index} has the label {label:?}, which is not among the run's labels"
+    )]
+    UnknownLabel { index: usize, label: String },
 }
 
 /// Tokenised examples and labels, shared by both contenders.
@@ -322,6 +328,10 @@ impl Prepared {
         if split.train.is_empty() {
             return Err(CompareError::NoTraining);
         }
+        // A stored record may carry any value; the form refuses it, and `input` cuts at it.
+        if max_input < 2 {
+            return Err(CompareError::MaxInput(max_input));
+        }
         let label_tokens = labels
             .iter()
             .map(|l| model.tokenizer.encode(l))
@@ -344,9 +354,14 @@ impl Prepared {
                 target,
             });
         }
-        for e in &split.heldout {
-            // Labels come from the same paste, so every held-out label is in `labels`.
-            let gold = labels.iter().position(|l| l == &e.target).unwrap_or(0);
+        for (index, e) in split.heldout.iter().enumerate() {
+            // A paste's labels cover its held-out examples; a damaged record may not.
+            let gold = labels.iter().position(|l| l == &e.target).ok_or_else(|| {
+                CompareError::UnknownLabel {
+                    index,
+                    label: e.target.clone(),
+                }
+            })?;
             p.heldout_inputs.push(p.input(model, &e.input)?);
             p.heldout_gold.push(gold);
         }

@@ -132,3 +132,100 @@ fn two_contenders_train_side_by_side_on_pasted_examples() {
         record.summary()
     );
 }
+
+/// What a stored record can carry that the loaded model cannot take (issue 29): a prompt trained
+/// under another model, a cut of 0 input tokens, a held-out label the run does not have, token
+/// ids past the vocabulary. Each is refused with what is wrong, never a panic.
+#[test]
+fn a_record_the_model_cannot_take_is_refused_by_name() {
+    use metaprompt::compare::CompareError;
+    use metaprompt::prompt::SoftPrompt;
+    use metaprompt::prompt::tune::TuneError;
+    let (model, cpu) = common::tiny_with_tokenizer();
+    let engine = Engine::Ours(&cpu);
+    let pasted = parse(PASTE, &Limits::default());
+    let split = split_per_class(&pasted.examples, &pasted.labels, 3, 13);
+    let data = Prepared::new(&model, &pasted.labels, &split, 128).unwrap();
+
+    // A prompt 512 wide (the real model's) on the tiny one, 16 wide.
+    let foreign = SoftPrompt {
+        len: 4,
+        dim: 512,
+        values: vec![0.0; 4 * 512],
+    };
+    let err = pollster::block_on(data.label_scores(&model, engine, Some(&foreign), "a fine film"))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CompareError::Run(TuneError::PromptShape {
+                dim: 512,
+                d_model: 16,
+                ..
+            })
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("trained under another model"),
+        "{err}"
+    );
+    // Values that do not fill len x dim.
+    let short = SoftPrompt {
+        len: 4,
+        dim: 16,
+        values: vec![0.0; 60],
+    };
+    let err = pollster::block_on(data.label_scores(&model, engine, Some(&short), "a fine film"))
+        .unwrap_err();
+    assert!(err.to_string().contains("(60 values)"), "{err}");
+
+    let err = Prepared::new(&model, &pasted.labels, &split, 0)
+        .err()
+        .unwrap();
+    assert_eq!(err.to_string(), "input tokens: 0, expected at least 2");
+    let mut damaged = split.clone();
+    damaged.heldout[1].target = "neutral".into();
+    let err = Prepared::new(&model, &pasted.labels, &damaged, 128)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, CompareError::UnknownLabel { index: 1, label } if label == "neutral"),
+        "{err}"
+    );
+
+    let vocab = cpu.config.vocab_size as u32;
+    let err = pollster::block_on(engine.label_scores(None, &[vec![5, vocab, 1]], &[vec![7, 1]]))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TuneError::TokenOutOfVocab {
+                what: "input",
+                row: 0,
+                position: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+/// The page's Generate box (issue 29): 8,000 words trapped the module; now a text past the limit
+/// is refused by its token count before anything is allocated, and so is a huge `max_new`.
+#[test]
+fn generation_refuses_a_text_past_its_limit() {
+    use metaprompt::model::{GenerateError, MAX_GENERATE_TOKENS};
+    let (model, _) = common::tiny_with_tokenizer();
+    let long = "word ".repeat(8_000);
+    let err = pollster::block_on(model.generate_texts(&["a short one", &long], 4)).unwrap_err();
+    assert!(
+        matches!(err, GenerateError::TooLong { input: 1, tokens } if tokens > 8_000),
+        "{err}"
+    );
+    let err =
+        pollster::block_on(model.generate_texts(&["hi"], MAX_GENERATE_TOKENS + 1)).unwrap_err();
+    assert!(matches!(err, GenerateError::TooMany(_)), "{err}");
+    let ok = pollster::block_on(model.generate_texts(&["a short one"], 3)).unwrap();
+    assert_eq!(ok.outputs.len(), 1);
+}

@@ -28,7 +28,7 @@ fn generate(texts: &[&str]) -> Vec<String> {
         .map(|t| m.tokenizer.encode(t).unwrap())
         .collect();
     let batch = Batch::new(&ids);
-    let out = pollster::block_on(m.t5.generate(m.t5.encode(&batch), &batch.mask(), 12));
+    let out = pollster::block_on(m.t5.generate(m.t5.encode(&batch), &batch.mask(), 12)).unwrap();
     out.iter()
         .map(|ids| m.tokenizer.decode(ids).unwrap())
         .collect()

@@ -86,6 +86,39 @@ fn missing_and_misshapen_tensors_are_named() {
 }
 
 #[test]
+fn a_quantised_tensor_with_a_broken_scale_is_named() {
+    let c = T5Config::tiny();
+    let name = "decoder.block.0.layer.1.EncDecAttention.k.weight";
+    let tensors: Vec<TensorOut> = c
+        .expected_tensors()
+        .into_iter()
+        .map(|(n, shape)| {
+            let size = shape.iter().product();
+            let data = if n == name {
+                OutData::I8 {
+                    q: vec![1; size],
+                    scale: f32::NAN,
+                    zero_point: 0,
+                }
+            } else {
+                OutData::F32(vec![0.0; size])
+            };
+            TensorOut {
+                name: n,
+                shape,
+                data,
+            }
+        })
+        .collect();
+    let bytes = checkpoint::write(&tensors, &[]).unwrap();
+    let err = Checkpoint::parse(&bytes, &c).err().unwrap();
+    assert!(
+        matches!(&err, CheckpointError::Scale { tensor, .. } if *tensor == format!("{name}.scale")),
+        "{err}"
+    );
+}
+
+#[test]
 fn padding_does_not_change_the_logits_of_a_sequence() {
     let m = model();
     let short = vec![5, 9, 13, 1];
@@ -144,7 +177,7 @@ fn scores_are_log_probabilities_and_generation_stops() {
         .unwrap();
     let total: f32 = s.iter().map(|x| x.exp()).sum();
     assert!((total - 1.0).abs() < 1e-4, "probabilities sum to {total}");
-    let out = pollster::block_on(m.generate(enc, &enc_b.mask(), 5));
+    let out = pollster::block_on(m.generate(enc, &enc_b.mask(), 5)).unwrap();
     assert_eq!(out.len(), 1);
     assert!(out[0].len() <= 5);
 }

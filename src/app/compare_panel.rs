@@ -347,7 +347,8 @@ fn Outcome(run: RunRecord) -> impl IntoView {
             {prompts.into_iter().enumerate().map(|(i, (p, name, label))| view! {
                 <button id=format!("download-prompt-{i}") class="secondary" disabled=p.is_none()
                     on:click=move |_| if let Some(p) = &p
-                        && let Err(e) = download(&name, "application/octet-stream", &peft::to_safetensors(p)) {
+                        && let Err(e) = peft::to_safetensors(p).map_err(|e| e.to_string())
+                            .and_then(|f| download(&name, "application/octet-stream", &f)) {
                         err.set(Some(e));
                     }>{format!("{label} prompt (PEFT safetensors)")}</button>
             }).collect_view()}

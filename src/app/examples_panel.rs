@@ -10,9 +10,6 @@ use crate::text::examples::{Limits, Pasted, parse};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-/// Inputs longer than this are rejected when pasted (flan-t5-small was trained on 512).
-const MAX_INPUT_TOKENS: usize = 512;
-
 /// The parsed paste, re-parsed when the text changes or the tokenizer arrives (then inputs that
 /// are too long are caught too).
 pub fn parsed(ws: Workspace, ctx: ModelCtx) -> Memo<Pasted> {
@@ -24,7 +21,9 @@ pub fn parsed(ws: Workspace, ctx: ModelCtx) -> Memo<Pasted> {
             .as_ref()
             .map(|t| move |s: &str| t.encode(s).map_or(0, |v| v.len()));
         let limits = Limits {
-            max_input_tokens: MAX_INPUT_TOKENS,
+            // The cut training and scoring make (`Prepared::input`): a longer line is reported
+            // here rather than silently shortened there.
+            max_input_tokens: ws.settings.with(|s| s.max_input),
             count_tokens: count.as_ref().map(|f| f as &dyn Fn(&str) -> usize),
         };
         parse(&text, &limits)
@@ -45,7 +44,8 @@ pub fn ExamplesPanel(pasted: Memo<Pasted>) -> impl IntoView {
             <p class="note">
                 "One example per line: "<code>"input<TAB>label"</code>", "<code>"input => label"</code>
                 ", JSON lines "<code>"{\"input\": …, \"target\": …}"</code>" or CSV with a header "
-                "(input,label). Kept in this browser."
+                "(input,label). Kept in this browser. "
+                {move || format!("An input may be at most {} tokens long (longer lines are listed below).", ws.settings.with(|s| s.max_input))}
             </p>
             <PresetPicker/>
             <label for="paste">"Labelled examples"</label>

@@ -599,7 +599,8 @@ fn outcome(r: &LifelongRecord) -> impl IntoView + use<> {
         <div class="row">
             {prompts.into_iter().enumerate().map(|(i, (name, p))| view! {
                 <button id=format!("lifelong-download-{i}") class="secondary" on:click=move |_| {
-                    if let Err(e) = download(&format!("{id}-{name}.safetensors"), "application/octet-stream", &peft::to_safetensors(&p)) {
+                    let file = peft::to_safetensors(&p).map_err(|e| e.to_string());
+                    if let Err(e) = file.and_then(|f| download(&format!("{id}-{name}.safetensors"), "application/octet-stream", &f)) {
                         err.set(Some(e));
                     }
                 }>{format!("{name} prompt (PEFT safetensors)")}</button>

@@ -220,7 +220,7 @@ fn GenerateBox() -> impl IntoView {
     view! {
         <div class="generate">
             <h3>"Try it: greedy generation"</h3>
-            <label for="generate-input">"Input"</label>
+            <label for="generate-input">{format!("Input (at most {} tokens)", crate::model::MAX_GENERATE_TOKENS)}</label>
             <textarea id="generate-input" rows="2"
                 prop:value=input
                 on:input=move |ev| set_input.set(event_target_value(&ev))></textarea>

@@ -29,6 +29,8 @@ pub enum CheckpointError {
         expected: String,
         got: String,
     },
+    #[error("tensor `{tensor}` is {value}, expected a finite quantisation scale")]
+    Scale { tensor: String, value: f32 },
     #[error("tensor `{tensor}` has {got} bytes of data, expected {expected}")]
     Size {
         tensor: String,
@@ -100,10 +102,21 @@ impl<'a> Checkpoint<'a> {
         match t.dtype() {
             Dtype::F32 => {}
             Dtype::I8 | Dtype::U8 => {
-                let scale = self.view(&format!("{name}.scale"))?;
-                expect_dtype(&format!("{name}.scale"), scale.dtype(), Dtype::F32)?;
-                let zp = self.view(&format!("{name}.zero_point"))?;
-                expect_dtype(&format!("{name}.zero_point"), zp.dtype(), t.dtype())?;
+                // One scale and one zero point per tensor (`stored` reads element 0).
+                let (scale_name, zp_name) = (format!("{name}.scale"), format!("{name}.zero_point"));
+                let scale = self.view(&scale_name)?;
+                expect_dtype(&scale_name, scale.dtype(), Dtype::F32)?;
+                expect_size(&scale_name, scale.data().len(), 4)?;
+                let value = f32s(scale.data())[0];
+                if !value.is_finite() {
+                    return Err(CheckpointError::Scale {
+                        tensor: scale_name,
+                        value,
+                    });
+                }
+                let zp = self.view(&zp_name)?;
+                expect_dtype(&zp_name, zp.dtype(), t.dtype())?;
+                expect_size(&zp_name, zp.data().len(), 1)?;
             }
             other => {
                 return Err(CheckpointError::Dtype {
@@ -113,15 +126,7 @@ impl<'a> Checkpoint<'a> {
                 });
             }
         }
-        let want = n * t.dtype().bitsize() / 8;
-        if t.data().len() != want {
-            return Err(CheckpointError::Size {
-                tensor: name.into(),
-                expected: want,
-                got: t.data().len(),
-            });
-        }
-        Ok(())
+        expect_size(name, t.data().len(), n * t.dtype().bitsize() / 8)
     }
 
     fn view(&self, name: &str) -> Result<safetensors::tensor::TensorView<'_>, CheckpointError> {
@@ -167,6 +172,18 @@ fn expect_dtype(name: &str, got: Dtype, want: Dtype) -> Result<(), CheckpointErr
             tensor: name.into(),
             expected: format!("{want:?}"),
             got: format!("{got:?}"),
+        })
+    }
+}
+
+fn expect_size(tensor: &str, got: usize, expected: usize) -> Result<(), CheckpointError> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(CheckpointError::Size {
+            tensor: tensor.into(),
+            expected,
+            got,
         })
     }
 }

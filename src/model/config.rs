@@ -70,6 +70,65 @@ impl T5Config {
         }
     }
 
+    /// A `config.json`, read and checked: every size the model is built from at least 1 and
+    /// the special token ids inside the vocabulary. An error names the field.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        let c: Self = serde_json::from_slice(bytes).map_err(|e| format!("config.json: {e}"))?;
+        c.check().map_err(|e| format!("config.json: {e}"))?;
+        Ok(c)
+    }
+
+    /// The first field out of range.
+    pub fn check(&self) -> Result<(), String> {
+        for (field, value) in [
+            ("vocab_size", self.vocab_size),
+            ("d_model", self.d_model),
+            ("d_kv", self.d_kv),
+            ("d_ff", self.d_ff),
+            ("num_layers", self.num_layers),
+            ("num_decoder_layers", self.num_decoder_layers),
+            ("num_heads", self.num_heads),
+            (
+                "relative_attention_num_buckets",
+                self.relative_attention_num_buckets,
+            ),
+            (
+                "relative_attention_max_distance",
+                self.relative_attention_max_distance,
+            ),
+        ] {
+            // Above 2^20 no T5 exists and products of sizes could overflow.
+            if !(1..=1 << 20).contains(&value) {
+                return Err(format!("field `{field}` is {value}, expected 1 to 1048576"));
+            }
+        }
+        if !(self.layer_norm_epsilon.is_finite() && self.layer_norm_epsilon > 0.0) {
+            return Err(format!(
+                "field `layer_norm_epsilon` is {}, expected a small positive number",
+                self.layer_norm_epsilon
+            ));
+        }
+        if self.feed_forward_proj != "gated-gelu" {
+            return Err(format!(
+                "field `feed_forward_proj` is {:?}, only \"gated-gelu\" (T5 v1.1, flan) is supported",
+                self.feed_forward_proj
+            ));
+        }
+        for (field, id) in [
+            ("decoder_start_token_id", self.decoder_start_token_id),
+            ("eos_token_id", self.eos_token_id),
+            ("pad_token_id", self.pad_token_id),
+        ] {
+            if id as usize >= self.vocab_size {
+                return Err(format!(
+                    "field `{field}` is {id}, outside the vocabulary of {}",
+                    self.vocab_size
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn inner_dim(&self) -> usize {
         self.num_heads * self.d_kv
     }
@@ -142,5 +201,28 @@ mod tests {
         let c = T5Config::flan_t5_small();
         let s = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<T5Config>(&s).unwrap(), c);
+        assert_eq!(T5Config::from_json(s.as_bytes()).unwrap(), c);
+    }
+
+    #[test]
+    fn a_config_out_of_range_is_refused_by_its_field() {
+        let bad = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut v = serde_json::to_value(T5Config::flan_t5_small()).unwrap();
+            edit(&mut v);
+            T5Config::from_json(v.to_string().as_bytes()).unwrap_err()
+        };
+        assert_eq!(
+            bad(&|v| v["d_model"] = 0.into()),
+            "config.json: field `d_model` is 0, expected 1 to 1048576"
+        );
+        assert!(bad(&|v| v["eos_token_id"] = 40_000.into()).contains("`eos_token_id` is 40000"));
+        assert!(bad(&|v| v["feed_forward_proj"] = "relu".into()).contains("feed_forward_proj"));
+        assert!(bad(&|v| v["layer_norm_epsilon"] = (-1.0).into()).contains("layer_norm_epsilon"));
+        assert!(bad(&|v| v["num_heads"] = (-1).into()).starts_with("config.json: "));
+        assert!(
+            T5Config::from_json(b"{")
+                .unwrap_err()
+                .starts_with("config.json: ")
+        );
     }
 }

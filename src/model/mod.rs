@@ -18,7 +18,7 @@ use checkpoint::{Checkpoint, CheckpointError};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LoadError {
-    #[error("config.json: {0}")]
+    #[error("{0}")]
     Config(String),
     #[error("model.safetensors: {0}")]
     Checkpoint(#[from] CheckpointError),
@@ -26,6 +26,25 @@ pub enum LoadError {
     Tokenizer(#[from] TokenizerError),
     #[error("{path}: {why}")]
     Io { path: String, why: String },
+}
+
+/// The longest input [`LoadedModel::generate_texts`] takes, and the most tokens it writes: the
+/// attention's position bias is inputs x inputs per head, so an unbounded text (8,000 words in
+/// the page's box) exhausts the memory instead of answering.
+pub const MAX_GENERATE_TOKENS: usize = 512;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GenerateError {
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error(
+        "input {input} is {tokens} tokens long; generation takes at most {MAX_GENERATE_TOKENS}"
+    )]
+    TooLong { input: usize, tokens: usize },
+    #[error("at most {MAX_GENERATE_TOKENS} new tokens, not {0}")]
+    TooMany(usize),
+    #[error("{0}")]
+    Device(String),
 }
 
 /// What [`LoadedModel::generate_texts`] produced.
@@ -51,8 +70,7 @@ impl LoadedModel {
         tokenizer_json: &[u8],
         device: &Device,
     ) -> Result<Self, LoadError> {
-        let config: T5Config =
-            serde_json::from_slice(config_json).map_err(|e| LoadError::Config(e.to_string()))?;
+        let config = T5Config::from_json(config_json).map_err(LoadError::Config)?;
         let ckpt = Checkpoint::parse(safetensors, &config)?;
         Ok(Self {
             t5: T5::load(&ckpt, &config, device)?,
@@ -66,14 +84,29 @@ impl LoadedModel {
         &self,
         texts: &[&str],
         max_new: usize,
-    ) -> Result<Generation, TokenizerError> {
+    ) -> Result<Generation, GenerateError> {
+        if max_new > MAX_GENERATE_TOKENS {
+            return Err(GenerateError::TooMany(max_new));
+        }
         let ids = texts
             .iter()
             .map(|s| self.tokenizer.encode(s))
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some((input, tokens)) = ids
+            .iter()
+            .map(Vec::len)
+            .enumerate()
+            .find(|(_, n)| *n > MAX_GENERATE_TOKENS)
+        {
+            return Err(GenerateError::TooLong { input, tokens });
+        }
         let batch = Batch::new(&ids);
         let enc = self.t5.encode(&batch);
-        let out = self.t5.generate(enc, &batch.mask(), max_new).await;
+        let out = self
+            .t5
+            .generate(enc, &batch.mask(), max_new)
+            .await
+            .map_err(GenerateError::Device)?;
         // Decoding steps taken: the longest output plus its EOS step (unless cut at max_new).
         let steps = out
             .iter()

@@ -387,14 +387,15 @@ impl T5 {
         Tensor::from_data(TensorData::new(v, [1, 1, t, t]), &self.device)
     }
 
-    /// Decoding decoding of every sequence of `batch` up to `max_new` tokens (stops at EOS). Returns
-    /// the generated ids without the start token and without EOS.
+    /// Greedy decoding of every sequence of `batch` up to `max_new` tokens (stops at EOS). Returns
+    /// the generated ids without the start token and without EOS; an error when the device's
+    /// answer cannot be read back (a lost device).
     pub async fn generate(
         &self,
         enc: Tensor<3>,
         enc_mask: &[f32],
         max_new: usize,
-    ) -> Vec<Vec<u32>> {
+    ) -> Result<Vec<Vec<u32>>, String> {
         let b = enc.dims()[0];
         let c = &self.config;
         let mut g = Decoding::new(c, b);
@@ -404,14 +405,21 @@ impl T5 {
             let t = dec.len;
             // The argmax on the device: only `b` ids come back.
             let last = logits.narrow(1, t - 1, 1).reshape([b, c.vocab_size]);
-            let next = last.argmax(1).into_data_async().await.expect("read argmax");
-            let next: Vec<i64> = next.convert::<i64>().try_to_vec().expect("argmax as i64");
+            let next = last
+                .argmax(1)
+                .into_data_async()
+                .await
+                .map_err(|e| format!("reading the next tokens back: {e:?}"))?;
+            let next: Vec<i64> = next
+                .convert::<i64>()
+                .try_to_vec()
+                .map_err(|e| format!("the next tokens as integers: {e:?}"))?;
             let next: Vec<u32> = next.iter().map(|&t| t as u32).collect();
             if g.push_tokens(c, &next) {
                 break;
             }
         }
-        g.finish(c)
+        Ok(g.finish(c))
     }
 
     /// Sum of log-probabilities of each `targets[i]` (EOS appended by the caller if wanted) given

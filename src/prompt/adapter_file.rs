@@ -191,7 +191,8 @@ mod tests {
             len: 1,
             dim: 2,
             values: vec![0.0; 2],
-        });
+        })
+        .unwrap();
         assert!(
             from_safetensors(&other, &c)
                 .unwrap_err()

@@ -67,12 +67,57 @@ impl Engine<'_> {
         }
     }
 
+    /// Refuses what the model cannot take before any kernel sees it: a prompt of another width
+    /// (trained under another model, or a damaged record) and token ids past the vocabulary.
+    pub fn check(
+        &self,
+        prompt: Option<&SoftPrompt>,
+        what: &'static str,
+        seqs: &[&[u32]],
+    ) -> Result<(), TuneError> {
+        let c = self.config();
+        if let Some(p) = prompt
+            && (p.dim != c.d_model || p.values.len() != p.len * p.dim)
+        {
+            return Err(TuneError::PromptShape {
+                len: p.len,
+                dim: p.dim,
+                values: p.values.len(),
+                d_model: c.d_model,
+            });
+        }
+        for (row, ids) in seqs.iter().enumerate() {
+            if let Some((position, &id)) = ids
+                .iter()
+                .enumerate()
+                .find(|(_, id)| **id as usize >= c.vocab_size)
+            {
+                return Err(TuneError::TokenOutOfVocab {
+                    what,
+                    row,
+                    position,
+                    id,
+                    vocab: c.vocab_size,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_pairs(&self, prompt: Option<&SoftPrompt>, pairs: &[&Pair]) -> Result<(), TuneError> {
+        let inputs: Vec<&[u32]> = pairs.iter().map(|p| p.input.as_slice()).collect();
+        let targets: Vec<&[u32]> = pairs.iter().map(|p| p.target.as_slice()).collect();
+        self.check(prompt, "input", &inputs)?;
+        self.check(None, "target", &targets)
+    }
+
     /// Mean cross-entropy per target token of `pairs` under `prompt`, and the prompt's gradient.
     pub async fn loss_and_grad(
         &self,
         prompt: &SoftPrompt,
         pairs: &[&Pair],
     ) -> Result<(f32, Vec<f32>), TuneError> {
+        self.check_pairs(Some(prompt), pairs)?;
         match self {
             Engine::Burn(t5) => {
                 let p = prompt.tensor(&t5.device).require_grad();
@@ -91,6 +136,7 @@ impl Engine<'_> {
 
     /// The same loss without a gradient.
     pub async fn loss(&self, prompt: &SoftPrompt, pairs: &[&Pair]) -> Result<f32, TuneError> {
+        self.check_pairs(Some(prompt), pairs)?;
         match self {
             Engine::Burn(t5) => {
                 Ok(to_vec(loss(t5, Some(prompt.tensor(&t5.device)), pairs)).await?[0])
@@ -130,6 +176,8 @@ impl Engine<'_> {
         inputs: &[Vec<u32>],
         labels: &[Vec<u32>],
     ) -> Result<Vec<Vec<f32>>, TuneError> {
+        self.check(prompt, "input", &slices(inputs))?;
+        self.check(None, "label", &slices(labels))?;
         match self {
             Engine::Burn(t5) => {
                 let mut out = vec![Vec::with_capacity(labels.len()); inputs.len()];
@@ -154,11 +202,14 @@ impl Engine<'_> {
         inputs: &[Vec<u32>],
         max_new: usize,
     ) -> Result<Vec<Vec<u32>>, TuneError> {
+        self.check(prompt, "input", &slices(inputs))?;
         Ok(match self {
             Engine::Burn(t5) => {
                 let b = Batch::new(inputs);
                 let (enc, mask) = encode_with_prompt(t5, prompt.map(|p| p.tensor(&t5.device)), &b);
-                t5.generate(enc, &mask, max_new).await
+                t5.generate(enc, &mask, max_new)
+                    .await
+                    .map_err(TuneError::ReadBack)?
             }
             Engine::Ours(t5) => graph::generate(t5, prompt, inputs, max_new).await?,
             Engine::Wgpu(t5) => graph::generate(t5, prompt, inputs, max_new).await?,
@@ -197,6 +248,7 @@ impl Engine<'_> {
         inputs: &[Vec<u32>],
         positions: &[Vec<usize>],
     ) -> Result<Vec<Vec<f32>>, TuneError> {
+        self.check(None, "input", &slices(inputs))?;
         match self {
             Engine::Burn(_) => Err(TuneError::NeedsOurEngine("relation encoding")),
             Engine::Ours(t5) => Ok(t5.pooled_states(&[], inputs, positions).await?),
@@ -213,12 +265,17 @@ impl Engine<'_> {
         max_new: usize,
         sampler: &mut Sampler,
     ) -> Result<Vec<Vec<u32>>, TuneError> {
+        self.check(prompt, "input", &slices(inputs))?;
         match self {
             Engine::Burn(_) => Err(TuneError::NeedsOurEngine("sampling")),
             Engine::Ours(t5) => graph::sample(t5, prompt, inputs, max_new, sampler).await,
             Engine::Wgpu(t5) => graph::sample(t5, prompt, inputs, max_new, sampler).await,
         }
     }
+}
+
+fn slices(seqs: &[Vec<u32>]) -> Vec<&[u32]> {
+    seqs.iter().map(Vec::as_slice).collect()
 }
 
 /// Appends each input's score for one label to its row.

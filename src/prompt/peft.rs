@@ -70,14 +70,27 @@ pub enum PeftError {
     Shape(Vec<usize>),
     #[error("tensor {TENSOR:?} is {0}, expected F32")]
     Dtype(String),
+    #[error("the prompt has {values} values, not {len} x {dim}")]
+    Values {
+        len: usize,
+        dim: usize,
+        values: usize,
+    },
 }
 
-pub fn to_safetensors(p: &SoftPrompt) -> Vec<u8> {
+/// The prompt in PEFT's file; a prompt whose values do not fill `len x dim` (a damaged record)
+/// is an error.
+pub fn to_safetensors(p: &SoftPrompt) -> Result<Vec<u8>, PeftError> {
     let bytes: &[u8] = bytemuck::cast_slice(&p.values);
     let view =
         safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![p.len, p.dim], bytes)
-            .expect("shape matches data");
-    safetensors::serialize(vec![(TENSOR, view)], None).expect("prompt serialises")
+            .map_err(|_| PeftError::Values {
+                len: p.len,
+                dim: p.dim,
+                values: p.values.len(),
+            })?;
+    safetensors::serialize(vec![(TENSOR, view)], None)
+        .map_err(|e| PeftError::Safetensors(e.to_string()))
 }
 
 pub fn from_safetensors(bytes: &[u8]) -> Result<SoftPrompt, PeftError> {
@@ -108,7 +121,8 @@ pub fn from_safetensors(bytes: &[u8]) -> Result<SoftPrompt, PeftError> {
 #[cfg(not(target_arch = "wasm32"))]
 pub fn save(dir: &std::path::Path, p: &SoftPrompt, config: &AdapterConfig) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("adapter_model.safetensors"), to_safetensors(p))?;
+    let bytes = to_safetensors(p).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join("adapter_model.safetensors"), bytes)?;
     std::fs::write(
         dir.join("adapter_config.json"),
         serde_json::to_string_pretty(config).expect("config serialises") + "\n",
@@ -138,7 +152,15 @@ mod tests {
             dim: 4,
             values: (0..12).map(|i| i as f32 * 0.5 - 2.0).collect(),
         };
-        assert_eq!(from_safetensors(&to_safetensors(&p)).unwrap(), p);
+        assert_eq!(from_safetensors(&to_safetensors(&p).unwrap()).unwrap(), p);
+        let torn = SoftPrompt {
+            values: vec![0.0; 3],
+            ..p.clone()
+        };
+        assert!(matches!(
+            to_safetensors(&torn),
+            Err(PeftError::Values { values: 3, .. })
+        ));
         let other = safetensors::serialize(
             vec![(
                 "x",

@@ -94,6 +94,23 @@ pub enum TuneError {
         what: &'static str,
         value: f32,
     },
+    #[error(
+        "the prompt is {len} x {dim} ({values} values) and this model is {d_model} wide: it was trained under another model"
+    )]
+    PromptShape {
+        len: usize,
+        dim: usize,
+        values: usize,
+        d_model: usize,
+    },
+    #[error("{what} {row}, token {position}: id {id} is outside the model's vocabulary of {vocab}")]
+    TokenOutOfVocab {
+        what: &'static str,
+        row: usize,
+        position: usize,
+        id: u32,
+        vocab: usize,
+    },
     #[error("reading values back from the device: {0}")]
     ReadBack(String),
     #[error("our GPU kernels: {0}")]

@@ -54,8 +54,7 @@ impl Loaded {
         config_json: &[u8],
         tokenizer_json: &[u8],
     ) -> Result<Self, String> {
-        let config: T5Config =
-            serde_json::from_slice(config_json).map_err(|e| format!("config.json: {e}"))?;
+        let config = T5Config::from_json(config_json)?;
         let ckpt = Checkpoint::parse(safetensors, &config).map_err(|e| e.to_string())?;
         let cpu = Box::new(CpuT5::from_checkpoint(&ckpt, &config).map_err(|e| e.to_string())?);
         let wgsl = match gpu {
