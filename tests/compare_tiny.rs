@@ -229,3 +229,27 @@ fn generation_refuses_a_text_past_its_limit() {
     let ok = pollster::block_on(model.generate_texts(&["a short one"], 3)).unwrap();
     assert_eq!(ok.outputs.len(), 1);
 }
+
+/// A model folder whose tokenizer gives ids past the model's embeddings (the tiny 64-token T5
+/// beside flan-t5-small's tokenizer) is refused at load, not at the first out-of-range id.
+#[test]
+fn a_tokenizer_larger_than_the_model_is_refused_at_load() {
+    use metaprompt::model::{LoadError, LoadedModel, T5Config};
+    let tokenizer = std::fs::read("models/flan-t5-small/tokenizer.json").unwrap();
+    let c = T5Config::tiny();
+    let bytes = metaprompt::model::tiny::random_checkpoint(&c, 7);
+    let config = serde_json::to_vec(&c).unwrap();
+    let err = LoadedModel::from_bytes(&bytes, &config, &tokenizer, &burn::tensor::Device::flex())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            LoadError::Vocabulary {
+                tokenizer: 32100,
+                model: 64
+            }
+        ),
+        "{err}"
+    );
+}

@@ -20,6 +20,10 @@ use checkpoint::{Checkpoint, CheckpointError};
 pub enum LoadError {
     #[error("{0}")]
     Config(String),
+    #[error(
+        "tokenizer.json gives {tokenizer} token ids and the model has {model} embeddings: they do not belong together"
+    )]
+    Vocabulary { tokenizer: usize, model: usize },
     #[error("model.safetensors: {0}")]
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
@@ -72,9 +76,17 @@ impl LoadedModel {
     ) -> Result<Self, LoadError> {
         let config = T5Config::from_json(config_json).map_err(LoadError::Config)?;
         let ckpt = Checkpoint::parse(safetensors, &config)?;
+        let tokenizer = T5Tokenizer::from_bytes(tokenizer_json)?;
+        // Every id the tokenizer gives must have an embedding row.
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(LoadError::Vocabulary {
+                tokenizer: tokenizer.vocab_size(),
+                model: config.vocab_size,
+            });
+        }
         Ok(Self {
             t5: T5::load(&ckpt, &config, device)?,
-            tokenizer: T5Tokenizer::from_bytes(tokenizer_json)?,
+            tokenizer,
         })
     }
 

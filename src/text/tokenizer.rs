@@ -27,6 +27,11 @@ impl T5Tokenizer {
         Ok(Self { inner })
     }
 
+    /// How many ids the tokenizer can give (added tokens included).
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
     /// Token ids with the closing `</s>` (id 1) that T5's post-processor appends.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
         Ok(self.raw(text)?.get_ids().to_vec())

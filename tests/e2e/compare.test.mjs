@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { serveWithTinyModel, launchBrowser, watchConsole, screenshotPath, PASTE, setField, loadTinyModel } from './harness.mjs';
+import { serveWithTinyModel, launchBrowser, watchConsole, screenshotPath, PASTE, setField, loadTinyModel, loadRealModel, generate } from './harness.mjs';
 
 let server;
 before(async () => {
@@ -162,6 +162,19 @@ test('without WebGPU the comparison trains on the CPU in WebAssembly', async () 
     assert.equal(await page.getAttribute('#run', 'data-status'), 'finished', run + log.join('\n'));
     assert.match(run, /our CPU engine on the CPU/);
     await page.screenshot({ path: screenshotPath('compare-no-webgpu'), fullPage: true });
+
+    // The run trained under the tiny model (16 wide), reopened under the real one (512 wide):
+    // scoring a typed input is refused with the reason, and the page keeps working (issue 29;
+    // it was a panic in the CPU engine, then a dead module).
+    await loadRealModel(page, server.url);
+    await page.waitForSelector('#run[data-status="finished"]', { timeout: 60_000 });
+    await page.fill('#try-input', 'a joy to watch');
+    await page.click('#try-run');
+    const refused = (await (await page.waitForSelector('#try-result .error', { timeout: 60_000 })).textContent()).trim();
+    console.log(`a tiny-model run under the real model: ${refused}`);
+    assert.match(refused, /trained under another model/);
+    assert.equal(await generate(page, 'Is the following review positive or negative? Review: I loved this movie.', 3), 'positive', log.join('\n'));
+    assert.ok(!log.some((l) => l.startsWith('[pageerror]')), log.join('\n'));
   } finally {
     await browser.close();
   }

@@ -146,3 +146,21 @@ export async function loadRealModel(page, url, { cpu = false } = {}) {
   if (await load.getAttribute('id') === 'model-load') await load.click();
   await page.waitForSelector('#model-status[data-phase="ready"]', { timeout: 600_000 });
 }
+
+/** Greedy generation in the model panel's box; the output text (throws when it failed). */
+export async function generate(page, input, maxNew) {
+  await page.fill('#generate-input', input);
+  await page.fill('#generate-max-new', String(maxNew));
+  await page.dispatchEvent('#generate-max-new', 'change');
+  // The page's thread can still be busy with the last SwiftShader submission: on a loaded machine
+  // the click waits longer than Playwright's default 30 s.
+  await page.click('#generate-run', { timeout: 180_000 });
+  await page.waitForSelector('#generate-result[data-state="done"], #generate-result[data-state="failed"]', {
+    timeout: 300_000,
+  });
+  const timing = await page.textContent('#generate-timing').catch(() => '(no timing)');
+  const output = (await page.textContent('#generate-result')).trim();
+  console.log(`${input}\n  -> ${output}`);
+  console.log(`  ${timing}`);
+  return (await page.textContent('#generate-output')).trim();
+}

@@ -2,7 +2,7 @@
 // here, slow: a few tokens only), and read back from the Cache API after a reload.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { serveDist, launchBrowser, watchConsole, screenshotPath } from './harness.mjs';
+import { serveDist, launchBrowser, watchConsole, screenshotPath, generate } from './harness.mjs';
 
 let server;
 before(async () => {
@@ -20,23 +20,6 @@ function recordPhases() {
     const p = el?.dataset.phase;
     if (p && window.__phases.at(-1) !== p) window.__phases.push(p);
   }).observe(document, { subtree: true, childList: true, attributes: true, attributeFilter: ['data-phase'] });
-}
-
-async function generate(page, input, maxNew) {
-  await page.fill('#generate-input', input);
-  await page.fill('#generate-max-new', String(maxNew));
-  await page.dispatchEvent('#generate-max-new', 'change');
-  // The page's thread can still be busy with the last SwiftShader submission: on a loaded machine
-  // the click waits longer than Playwright's default 30 s.
-  await page.click('#generate-run', { timeout: 180_000 });
-  await page.waitForSelector('#generate-result[data-state="done"], #generate-result[data-state="failed"]', {
-    timeout: 300_000,
-  });
-  const timing = await page.textContent('#generate-timing').catch(() => '(no timing)');
-  const output = (await page.textContent('#generate-result')).trim();
-  console.log(`${input}\n  -> ${output}`);
-  console.log(`  ${timing}`);
-  return (await page.textContent('#generate-output')).trim();
 }
 
 test('downloads the model with progress, generates the known answers, reloads it from the cache', async () => {
@@ -88,6 +71,17 @@ test('downloads the model with progress, generates the known answers, reloads it
     // Three decoding steps of "Das Haus ist wunderbar." (the native test checks it whole).
     assert.match(await generate(page, 'translate English to German: The house is wonderful.', 3), /^Das Haus/);
     await page.screenshot({ path: screenshotPath('model'), fullPage: true });
+
+    // 8,000 words (issue 29: the module trapped and the page died): refused by its length, and
+    // the box still answers.
+    await page.fill('#generate-input', 'word '.repeat(8_000));
+    await page.click('#generate-run');
+    await page.waitForSelector('#generate-result[data-state="failed"]', { timeout: 60_000 });
+    const tooLong = (await page.textContent('#generate-result')).trim();
+    console.log(`8,000 words: ${tooLong}`);
+    assert.match(tooLong, /tokens long; generation takes at most 512/);
+    assert.equal(await generate(page, 'Is the following review positive or negative? Review: a dull film.', 3), 'negative');
+    assert.ok(!log.some((l) => l.startsWith('[pageerror]')), log.join('\n'));
 
     // A reload reads the checkpoint from the Cache API: no second download, no click needed.
     await page.reload();
