@@ -68,6 +68,11 @@ pub fn ModelPanel() -> impl IntoView {
                 "flan-t5-small (77 M parameters), stored as int8 with one scale per tensor: 77 MB to download once, "
                 "then kept in this browser's cache. The weights are dequantised to float32 on your GPU."
             </p>
+            {super::state::model_query_refused().map(|why| view! {
+                <p id="model-refused" class="error" role="alert">
+                    {format!("The link's model was refused: {why}. This page loads its own model instead.")}
+                </p>
+            })}
             <div id="model-status" aria-live="polite" data-phase=move || phase_tag(&phase.get())>
                 {move || match phase.get() {
                     Phase::Idle { cached: None } => view! { <p class="pending">"Checking the cache…"</p> }.into_any(),

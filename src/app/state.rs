@@ -99,12 +99,17 @@ pub fn model_dir() -> String {
         .map(crate::model::model_dir_from_query)
     {
         Some(Ok(dir)) => dir,
-        Some(Err(why)) => {
-            gloo::console::warn!(format!("{why}; loading the default model"));
-            "models/flan-t5-small/".into()
-        }
-        None => "models/flan-t5-small/".into(),
+        Some(Err(_)) | None => "models/flan-t5-small/".into(),
     }
+}
+
+/// Why the link's `?model=` was refused (another origin, an absolute path...), for the page to
+/// say; the default model loads instead.
+pub fn model_query_refused() -> Option<String> {
+    query("model")
+        .as_deref()
+        .map(crate::model::model_dir_from_query)?
+        .err()
 }
 
 /// Fetches the text file `file` served beside the page (`metaprompt data presets`) into `paste`;

@@ -23,7 +23,43 @@ pub struct Classifier {
 
 impl Classifier {
     /// Cosine score of every relation for one encoded sentence, best first.
+    /// Whether the sizes agree with each other (a stored record may have been damaged): the head
+    /// maps `dim_in` to `dim` with all its weights, and there is one prototype per label.
+    pub fn check(&self) -> Result<(), RelationError> {
+        let bad = |why: String| Err(RelationError::Data(format!("the stored classifier: {why}")));
+        if let Some(h) = &self.head {
+            let want = h
+                .dim_out
+                .checked_mul(h.dim_in)
+                .and_then(|n| n.checked_add(h.dim_out));
+            if h.dim_in == 0 || want != Some(h.params.len()) {
+                return bad(format!(
+                    "its head of {} x {} has {} parameters",
+                    h.dim_out,
+                    h.dim_in,
+                    h.params.len()
+                ));
+            }
+            if h.dim_out != self.dim {
+                return bad(format!(
+                    "its head gives {} values, its prototypes have {}",
+                    h.dim_out, self.dim
+                ));
+            }
+        }
+        if self.labels.len().checked_mul(self.dim) != Some(self.prototypes.len()) || self.dim == 0 {
+            return bad(format!(
+                "{} prototype values for {} relations of width {}",
+                self.prototypes.len(),
+                self.labels.len(),
+                self.dim
+            ));
+        }
+        Ok(())
+    }
+
     pub fn scores(&self, x: &[f32]) -> Result<Vec<(String, f32)>, RelationError> {
+        self.check()?;
         let want = self.head.as_ref().map_or(self.dim, |h| h.dim_in);
         if x.len() != want {
             return Err(RelationError::Data(format!(
@@ -168,5 +204,20 @@ mod tests {
         let st = safetensors::SafeTensors::deserialize(&file).unwrap();
         assert_eq!(st.tensor("weight").unwrap().shape(), &[2, 4]);
         assert_eq!(st.tensor("prototypes").unwrap().shape(), &[2, 2]);
+    }
+
+    #[test]
+    fn a_damaged_classifier_is_refused_not_a_panic() {
+        let mut torn = classifier();
+        torn.head.as_mut().unwrap().params.pop();
+        let err = torn.scores(&[0.0, 0.0, 1.0, 0.0]).unwrap_err().to_string();
+        assert!(err.contains("has 9 parameters"), "{err}");
+        let mut short = classifier();
+        short.prototypes.pop();
+        let err = short.scores(&[0.0, 0.0, 1.0, 0.0]).unwrap_err().to_string();
+        assert!(err.contains("3 prototype values for 2 relations"), "{err}");
+        let mut wide = classifier();
+        wide.dim = 3;
+        assert!(wide.scores(&[0.0, 0.0, 1.0, 0.0]).is_err());
     }
 }

@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { serveWithTinyModel, launchBrowser, watchConsole, screenshotPath, PASTE, setField, loadTinyModel, loadRealModel, generate } from './harness.mjs';
+import { serveWithTinyModel, launchBrowser, watchConsole, screenshotPath, PASTE, setField, loadTinyModel, loadRealModel, generate, assertSameOrigin } from './harness.mjs';
 
 let server;
 before(async () => {
@@ -134,6 +134,7 @@ test('paste, train two contenders, stop, reload, reopen, download', async () => 
     assert.deepEqual(header.prompt_embeddings.shape, [4, 16]);
     assert.equal(bytes.length, 8 + headerLen + 4 * 16 * 4);
     console.log(`downloaded ${download.suggestedFilename()} (${bytes.length} bytes)`);
+    assertSameOrigin(log);
   } catch (e) {
     console.log(log.join('\n'));
     await page.screenshot({ path: screenshotPath('compare-failure'), fullPage: true }).catch(() => {});
@@ -175,6 +176,7 @@ test('without WebGPU the comparison trains on the CPU in WebAssembly', async () 
     assert.match(refused, /trained under another model/);
     assert.equal(await generate(page, 'Is the following review positive or negative? Review: I loved this movie.', 3), 'positive', log.join('\n'));
     assert.ok(!log.some((l) => l.startsWith('[pageerror]')), log.join('\n'));
+    assertSameOrigin(log);
   } finally {
     await browser.close();
   }

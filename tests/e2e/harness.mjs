@@ -69,7 +69,21 @@ export function watchConsole(page) {
   const lines = [];
   page.on('console', (m) => lines.push(`[console.${m.type()}] ${m.text()}`));
   page.on('pageerror', (e) => lines.push(`[pageerror] ${e.message}`));
+  // Every request the page makes stays on its own origin (issue 29): a link must not make it
+  // fetch from elsewhere.
+  page.on('request', (r) => {
+    const url = r.url();
+    if (/^(data|blob):/.test(url)) return;
+    const at = page.url().startsWith('http') ? page.url() : url;
+    if (new URL(url).origin !== new URL(at).origin) lines.push(`[foreign request] ${url}`);
+  });
   return lines;
+}
+
+/** Fails on any request the page made to another origin than its own. */
+export function assertSameOrigin(log) {
+  const foreign = log.filter((l) => l.startsWith('[foreign request]'));
+  if (foreign.length > 0) throw new Error(`requests to other origins:\n${foreign.join('\n')}`);
 }
 
 export function screenshotPath(name) {

@@ -2,7 +2,7 @@
 // plainly when WebGPU is missing.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { serveDist, launchBrowser, watchConsole, screenshotPath } from './harness.mjs';
+import { serveDist, launchBrowser, watchConsole, screenshotPath, assertSameOrigin } from './harness.mjs';
 
 let server;
 before(async () => {
@@ -28,6 +28,23 @@ test('shows the WebGPU adapter and a passing kernel self-check', async () => {
     console.log(check);
     assert.equal(await page.getAttribute('#kernel-check', 'data-passed'), 'true', check);
     await page.screenshot({ path: screenshotPath('home'), fullPage: true });
+    assertSameOrigin(log);
+  } finally {
+    await browser.close();
+  }
+});
+
+test('a link naming a model on another origin is refused with a message', async () => {
+  const browser = await launchBrowser({ webgpu: false });
+  const page = await browser.newPage();
+  const log = watchConsole(page);
+  try {
+    await page.goto(`${server.url}?model=//127.0.0.2/models/flan-t5-small`);
+    const refused = (await (await page.waitForSelector('#model-refused', { timeout: 60_000 })).textContent()).trim();
+    console.log(`?model=//127.0.0.2/...: ${refused}`);
+    assert.match(refused, /expected a relative folder on this site/);
+    await page.waitForSelector('#model-load', { timeout: 60_000 });
+    assertSameOrigin(log);
   } finally {
     await browser.close();
   }

@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { serveWithTinyModel, launchBrowser, watchConsole, screenshotPath, setField, loadTinyModel } from './harness.mjs';
+import { serveWithTinyModel, launchBrowser, watchConsole, screenshotPath, setField, loadTinyModel, assertSameOrigin } from './harness.mjs';
 
 let server;
 before(async () => {
@@ -125,6 +125,7 @@ test('paste a task sequence, learn it with LFPT5 and sequential PT, download, re
     assert.equal(await page.$$eval('#lifelong-matrix-0 tbody tr', (r) => r.length), 2);
     assert.ok(await page.$('#lifelong-pseudo'));
     await page.screenshot({ path: screenshotPath('lifelong-3-reloaded'), fullPage: true });
+    assertSameOrigin(log);
   } catch (e) {
     console.log(log.join('\n'));
     await page.screenshot({ path: screenshotPath('lifelong-failure'), fullPage: true }).catch(() => {});
@@ -182,6 +183,7 @@ test('learn two generation tasks with DMEA and expand: the module map', async ()
     await page.reload();
     await page.waitForSelector('#lifelong-run[data-status="finished"]', { timeout: 60_000 });
     assert.deepEqual(await map(0), dmea);
+    assertSameOrigin(log);
   } catch (e) {
     console.log(log.join('\n'));
     await page.screenshot({ path: screenshotPath('lifelong-dmea-failure'), fullPage: true }).catch(() => {});

@@ -2,7 +2,7 @@
 // here, slow: a few tokens only), and read back from the Cache API after a reload.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { serveDist, launchBrowser, watchConsole, screenshotPath, generate } from './harness.mjs';
+import { serveDist, launchBrowser, watchConsole, screenshotPath, generate, assertSameOrigin } from './harness.mjs';
 
 let server;
 before(async () => {
@@ -92,6 +92,7 @@ test('downloads the model with progress, generates the known answers, reloads it
     console.log(`after reload: ${again}`);
     assert.equal(await page.getAttribute('#model-ready', 'data-source'), 'cache', again);
     assert.equal(modelRequests.length, 1, 'the reload fetched model.safetensors again');
+    assertSameOrigin(log);
   } finally {
     await browser.close();
   }

@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { serveWithTinyModel, launchBrowser, watchConsole, screenshotPath, setField, loadTinyModel } from './harness.mjs';
+import { serveWithTinyModel, launchBrowser, watchConsole, screenshotPath, setField, loadTinyModel, assertSameOrigin } from './harness.mjs';
 
 let server;
 before(async () => {
@@ -136,6 +136,7 @@ test('paste a relation stream, learn it with ERDA and NCM, try, download, reload
     await page.waitForSelector('#relations-run[data-status="finished"]');
     assert.equal(await page.$$eval('#relations-table tbody tr', (r) => r.length), 3);
     await page.screenshot({ path: screenshotPath('relations-3-reloaded'), fullPage: true });
+    assertSameOrigin(log);
   } catch (e) {
     console.log(log.join('\n'));
     await page.screenshot({ path: screenshotPath('relations-failure'), fullPage: true }).catch(() => {});
