@@ -31,8 +31,10 @@ const EVAL_BATCH: usize = 16;
 const FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
 
 /// How long (at least) the load waits for WebGPU to answer (the adapter, then the timed step)
-/// before it goes on without it: a headless software adapter has been seen to never answer.
-const GPU_LIMIT_MS: u32 = 60_000;
+/// before it goes on without it: a headless software adapter has been seen to never answer, and
+/// SwiftShader takes over 60 s for the real model's warm-up and step (the CPU engine 1.3 s); a
+/// real GPU compiles its pipelines and steps in a few seconds.
+const GPU_LIMIT_MS: u32 = 30_000;
 
 /// The frozen T5 thrice over: our CPU engine, our WGSL engine when there is WebGPU, and burn's
 /// model (generation, initialisations, the generic engine) on the faster engine's device.
@@ -66,10 +68,11 @@ impl Loaded {
         };
         let (pairs, prompt) = bench::batch(&config, probe.shape);
         let refs: Vec<&Pair> = pairs.iter().collect();
+        let reference = time_step(Engine::Ours(&cpu), probe.steps, &prompt, &refs).await;
         let mut timings = vec![Timing {
             engine: cpu_name(),
             wgsl: false,
-            ms: time_step(Engine::Ours(&cpu), probe.steps, &prompt, &refs).await,
+            ms: reference.as_ref().map(|r| r.0).map_err(Clone::clone),
         }];
         if let Some((g, adapter)) = &wgsl {
             // A software adapter may hang in a step, or take minutes: past the limit (or ten
@@ -79,12 +82,17 @@ impl Loaded {
                 .as_ref()
                 .map_or(0.0, |ms| ms * (probe.steps + 1) as f64);
             let limit = GPU_LIMIT_MS.max((10.0 * cpu_ms) as u32);
-            let ms = within(
+            let step = within(
                 limit,
                 time_step(Engine::Wgpu(g), probe.steps, &prompt, &refs),
             )
             .await
             .unwrap_or_else(|| Err(format!("no answer within {} s", limit / 1000)));
+            // The same step as the CPU engine's: the kernels must agree before they train.
+            let ms = step.and_then(|(ms, loss, grad)| match &reference {
+                Ok((_, l, g)) => bench::agreement((loss, &grad), (*l, g)).map(|()| ms),
+                Err(_) => Ok(ms),
+            });
             timings.push(Timing {
                 engine: wgsl_name(adapter),
                 wgsl: true,
@@ -147,24 +155,30 @@ fn wgsl_name(adapter: &str) -> String {
 }
 
 /// The median of `steps` tuning steps' times after a warm-up step.
+/// The median time of `steps` tuning steps after a warm-up, with the warm-up's loss and prompt
+/// gradient (the engines' agreement is checked on them).
 async fn time_step(
     e: Engine<'_>,
     steps: usize,
     prompt: &SoftPrompt,
     pairs: &[&Pair],
-) -> Result<f64, String> {
+) -> Result<(f64, f32, Vec<f32>), String> {
     let mut ms = Vec::with_capacity(steps);
+    let mut first = None;
     for i in 0..=steps.max(1) {
         let t = now_ms();
-        e.loss_and_grad(prompt, pairs)
+        let out = e
+            .loss_and_grad(prompt, pairs)
             .await
             .map_err(|err| err.to_string())?;
         if i > 0 {
             ms.push(now_ms() - t);
         }
+        first.get_or_insert(out);
     }
     ms.sort_by(f64::total_cmp);
-    Ok(ms[ms.len() / 2])
+    let (loss, grad) = first.unwrap_or_default();
+    Ok((ms[ms.len() / 2], loss, grad))
 }
 
 /// The worker's state between messages.
