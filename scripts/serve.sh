@@ -12,4 +12,7 @@ scripts/fetch-data.sh
 # The page's presets: k-shot samples of the target tasks (copied into the build by Trunk).
 cargo run --release --bin metaprompt -- data presets --out presets
 echo "[serve] building the page (release; the first build takes ~10 min on 2 cores)"
-exec trunk serve --release --address 127.0.0.1 --port "${PORT:-8080}"
+trunk build --release
+# The built files with the page's headers (same-origin policy, cross-origin isolation, gzip):
+# scripts/serve-dist.mjs, the server the end-to-end tests use too.
+exec node scripts/serve-dist.mjs --dir dist --address 127.0.0.1 --port "${PORT:-8080}"

@@ -1,44 +1,20 @@
 // Shared by the end-to-end tests: a static server for the Trunk build on loopback and Debian's
 // Chromium driven by playwright-core with WebGPU switched on.
-import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { createServer } from '../../scripts/serve-dist.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const root = path.resolve(here, '../..');
 export const dist = process.env.METAPROMPT_DIST ?? path.join(root, 'dist');
 export const outDir = path.join(here, 'out');
 
-const MIME = {
-  '.html': 'text/html; charset=utf-8',
-  '.js': 'text/javascript',
-  '.wasm': 'application/wasm',
-  '.css': 'text/css',
-  '.json': 'application/json',
-  '.png': 'image/png',
-  '.svg': 'image/svg+xml',
-};
-
-/** Serves `dist` on 127.0.0.1 at a free port; resolves to { url, close }. */
+/** Serves `dist` on 127.0.0.1 at a free port with the page's own server (scripts/serve-dist.mjs:
+ * its headers, its policy); resolves to { url, close }. */
 export async function serveDist() {
-  if (!fs.existsSync(path.join(dist, 'index.html'))) {
-    throw new Error(`no build at ${dist}: run \`trunk build\` first (scripts/test.sh does)`);
-  }
-  const server = http.createServer((req, res) => {
-    const rel = decodeURIComponent(new URL(req.url, 'http://x').pathname);
-    const file = path.join(dist, rel === '/' ? 'index.html' : rel);
-    if (!file.startsWith(dist) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
-      res.writeHead(404).end('not found');
-      return;
-    }
-    res.writeHead(200, {
-      'content-type': MIME[path.extname(file)] ?? 'application/octet-stream',
-      'content-length': fs.statSync(file).size,
-    });
-    fs.createReadStream(file).pipe(res);
-  });
+  const server = createServer(dist);
   await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
   const { port } = server.address();
   return { url: `http://127.0.0.1:${port}/`, close: () => new Promise((ok) => server.close(ok)) };
@@ -80,10 +56,11 @@ export function watchConsole(page) {
   return lines;
 }
 
-/** Fails on any request the page made to another origin than its own. */
+/** Fails on any request the page made to another origin than its own, and on anything the
+ * server's Content-Security-Policy refused. */
 export function assertSameOrigin(log) {
-  const foreign = log.filter((l) => l.startsWith('[foreign request]'));
-  if (foreign.length > 0) throw new Error(`requests to other origins:\n${foreign.join('\n')}`);
+  const bad = log.filter((l) => l.startsWith('[foreign request]') || /Content Security Policy/i.test(l));
+  if (bad.length > 0) throw new Error(`requests to other origins or refused by the policy:\n${bad.join('\n')}`);
 }
 
 export function screenshotPath(name) {
