@@ -46,7 +46,9 @@ step "native build with clippy (all targets, -D warnings)"
 lint cargo test --all-targets --no-run
 
 step "convert the checkpoint (ONNX -> safetensors, int8 kept)"
-if [ ! -s models/flan-t5-small/model.safetensors ] || [ models/flan-t5-small-onnx/decoder.onnx -nt models/flan-t5-small/model.safetensors ]; then
+# manifest.json (each file's SHA-256, the page's cache key) came later: a folder without it is
+# converted again.
+if [ ! -s models/flan-t5-small/manifest.json ] || [ models/flan-t5-small-onnx/decoder.onnx -nt models/flan-t5-small/model.safetensors ]; then
   "$CARGO_TARGET_DIR/debug/metaprompt" convert
 fi
 

@@ -5,7 +5,7 @@
 
 use crate::model::LoadedModel;
 use crate::prompt::engine::Engine;
-use crate::prompt::tune::{Pair, StepReport, TuneConfig, TuneError, Tuner};
+use crate::prompt::tune::{Pair, StepReport, TuneConfig, TuneError, Tuner, TunerState};
 use crate::prompt::{Init, SoftPrompt};
 use crate::tasks::Example;
 use crate::tasks::sampling::SplitMix64;
@@ -425,6 +425,42 @@ impl Prepared {
     }
 }
 
+/// A comparison where it stands after a step: the record so far and both tuners to the bit.
+/// The page keeps the newest in IndexedDB, so that a run cut short by a reload, a crash, a lost
+/// GPU or the Stop button resumes at the step it reached, on either engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunCheckpoint {
+    pub record: RunRecord,
+    pub tuners: [TunerState; 2],
+}
+
+impl RunCheckpoint {
+    /// Steps both contenders have taken.
+    pub fn step(&self) -> usize {
+        self.tuners[0].step
+    }
+
+    /// Whether the record and the tuners agree (a stored checkpoint may be damaged or another
+    /// version's) and there are steps left to take.
+    pub fn check(&self) -> Result<(), String> {
+        let steps = self.record.settings.steps;
+        for (t, c) in self.tuners.iter().zip(&self.record.contenders) {
+            if t.step != self.step() || c.losses.len() != t.step {
+                return Err(format!(
+                    "the checkpoint's contenders disagree on their step ({} logged, {} taken, {} for the first)",
+                    c.losses.len(),
+                    t.step,
+                    self.step()
+                ));
+            }
+        }
+        if self.step() >= steps {
+            return Err(format!("the run has taken all of its {steps} steps"));
+        }
+        Ok(())
+    }
+}
+
 /// The two contenders' tuners, stepped alternately so that both progress together.
 pub struct Duel {
     pub tuners: [Tuner; 2],
@@ -436,6 +472,28 @@ impl Duel {
         let [a, b] = prompts;
         Self {
             tuners: [Tuner::new(a, &cfg), Tuner::new(b, &cfg)],
+        }
+    }
+
+    /// The duel carried on from `states` (a [`RunCheckpoint`]'s) over `data`.
+    pub fn resume(
+        states: [TunerState; 2],
+        settings: &Settings,
+        data: &Prepared,
+    ) -> Result<Self, TuneError> {
+        let cfg = settings.tune_config();
+        let [a, b] = states;
+        let n = data.train.len();
+        Ok(Self {
+            tuners: [Tuner::resume(a, &cfg, n)?, Tuner::resume(b, &cfg, n)?],
+        })
+    }
+
+    /// Where the duel stands, with `record`, the log so far.
+    pub fn checkpoint(&self, record: &RunRecord) -> RunCheckpoint {
+        RunCheckpoint {
+            record: record.clone(),
+            tuners: [self.tuners[0].state(), self.tuners[1].state()],
         }
     }
 

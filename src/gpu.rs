@@ -47,7 +47,30 @@ pub struct AdapterReport {
     pub subgroup_size: u32,
 }
 
+/// Why the GPU device was lost, once it was (set by its device-lost callback).
+static LOST: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
 impl Gpu {
+    /// Why the device was lost, if it was. Nothing done on it counts from then on: WebGPU makes
+    /// every call on a lost device a no-op and every read-back an error, and burn's runtime
+    /// cannot be started a second time in this process (a new page or worker can).
+    pub fn lost() -> Option<String> {
+        LOST.lock().ok()?.clone()
+    }
+
+    fn watch_for_loss(setup: &WgpuSetup) {
+        setup.device.set_device_lost_callback(|reason, message| {
+            let why = if message.is_empty() {
+                format!("{reason:?}")
+            } else {
+                format!("{reason:?}: {message}")
+            };
+            if let Ok(mut lost) = LOST.lock() {
+                lost.get_or_insert(why);
+            }
+        });
+    }
+
     /// The process-wide GPU, initialised on first call.
     #[cfg(not(target_arch = "wasm32"))]
     pub async fn shared() -> Result<Gpu, GpuError> {
@@ -56,10 +79,13 @@ impl Gpu {
         GPU.get_or_init(|| {
             Device::wgpu_options()
                 .init_with_setup()
-                .map(|(device, setup)| Gpu {
-                    device,
-                    setup,
-                    browser_name: None,
+                .map(|(device, setup)| {
+                    Self::watch_for_loss(&setup);
+                    Gpu {
+                        device,
+                        setup,
+                        browser_name: None,
+                    }
                 })
                 .map_err(|e| GpuError::Init(e.to_string()))
         })
@@ -84,10 +110,13 @@ impl Gpu {
         let result = Device::wgpu_options()
             .init_with_setup_async()
             .await
-            .map(|(device, setup)| Gpu {
-                device,
-                setup,
-                browser_name,
+            .map(|(device, setup)| {
+                Self::watch_for_loss(&setup);
+                Gpu {
+                    device,
+                    setup,
+                    browser_name,
+                }
             })
             .map_err(|e| GpuError::Init(e.to_string()));
         GPU.with(|g| *g.borrow_mut() = Some(result.clone()));

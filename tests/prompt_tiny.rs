@@ -199,3 +199,65 @@ fn non_finite_values_stop_with_a_clear_error_and_cancel_works() {
         Err(TuneError::Empty)
     ));
 }
+
+/// A tuner resumed from its saved state (through CBOR bytes, as the page keeps it in IndexedDB)
+/// takes exactly the steps the uninterrupted one takes, for both optimisers; a state that does
+/// not fit the run is refused by name.
+#[test]
+fn a_resumed_tuner_continues_bit_for_bit() {
+    use metaprompt::prompt::tune::{Tuner, TunerState};
+    use metaprompt::worker::protocol::{decode, encode};
+    let t5 = model();
+    let d = data();
+    let steps = |t: &mut Tuner, n: usize| {
+        for _ in 0..n {
+            pollster::block_on(t.step((&t5).into(), &d)).unwrap();
+        }
+    };
+    for optimizer in [OptimizerKind::Adafactor, OptimizerKind::Adam] {
+        let cfg = TuneConfig {
+            steps: 7,
+            batch_size: 3,
+            lr: 0.1,
+            optimizer,
+            seed: 9,
+            ..TuneConfig::default()
+        };
+        let start = prompt(2, t5.config.d_model);
+        let mut whole = Tuner::new(start.clone(), &cfg);
+        steps(&mut whole, 7);
+        let mut first = Tuner::new(start, &cfg);
+        steps(&mut first, 4);
+        let saved: TunerState = decode(&encode(&first.state()).unwrap()).unwrap();
+        let mut resumed = Tuner::resume(saved, &cfg, d.len()).unwrap();
+        steps(&mut resumed, 3);
+        assert_eq!(resumed.steps(), 7);
+        assert_eq!(resumed.state(), whole.state(), "{optimizer:?}");
+        assert_ne!(
+            whole.prompt,
+            prompt(2, t5.config.d_model),
+            "{optimizer:?}: the prompt moved"
+        );
+    }
+    let cfg = TuneConfig {
+        optimizer: OptimizerKind::Adam,
+        ..TuneConfig::default()
+    };
+    let adafactor = Tuner::new(prompt(2, t5.config.d_model), &TuneConfig::default()).state();
+    let err = Tuner::resume(adafactor.clone(), &cfg, d.len())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("Adafactor's state"), "{err}");
+    let mut stray = adafactor.clone();
+    stray.order = vec![0, 9];
+    let err = Tuner::resume(stray, &TuneConfig::default(), d.len())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("example 9 of 4"), "{err}");
+    let mut torn = adafactor;
+    torn.prompt.values.pop();
+    let err = Tuner::resume(torn, &TuneConfig::default(), d.len())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("values for 2 x"), "{err}");
+}

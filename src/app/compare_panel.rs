@@ -141,6 +141,44 @@ pub fn ComparePanel(pasted: Memo<Pasted>) -> impl IntoView {
         }
     };
 
+    // The open run's checkpoint when it ended before its last step (stopped, failed, or cut by
+    // a reload): Resume carries it on from there, on the kernels chosen now.
+    let cut = Memo::new(move |_| {
+        ws.runs.run.with(|r| {
+            r.as_ref()
+                .filter(|r| !matches!(r.status, Status::Running | Status::Finished))
+                .map(|r| r.id)
+        })
+    });
+    let resumable = LocalResource::new(move || {
+        let id = cut.get();
+        async move {
+            match id {
+                Some(id) => super::history::checkpoint(id).await,
+                None => Ok(None),
+            }
+        }
+    });
+    let resume = move |_| {
+        error.set(None);
+        let Some(Ok(Some(c))) = resumable.get_untracked() else {
+            return;
+        };
+        if !ctx.ready.get_untracked() {
+            error.set(Some("Load the model first (section above).".into()));
+            return;
+        }
+        let mut rec = c.record.clone();
+        rec.status = Status::Running;
+        let req = Request::Resume {
+            checkpoint: Box::new(c),
+            kernels: ws.kernels.get_untracked(),
+        };
+        if let Err(e) = backend.launch(ws.runs, rec, req) {
+            error.set(Some(e));
+        }
+    };
+
     let setting = move |id: &'static str,
                         label: &'static str,
                         get: fn(&Settings) -> String,
@@ -164,6 +202,11 @@ pub fn ComparePanel(pasted: Memo<Pasted>) -> impl IntoView {
     }
 
     let run = Memo::new(move |_| ws.runs.run.get());
+    // The step of the open run's newest checkpoint written this visit.
+    let saved_step = move || {
+        let id = ws.runs.run.with(|r| r.as_ref().map(|r| r.id))?;
+        ws.runs.saved.get().filter(|s| s.0 == id).map(|s| s.1)
+    };
     // Predictions, the try box and the downloads once the run is over: redrawn at every update,
     // they would drop what a person types into the try box.
     let over = Memo::new(move |_| run.get().filter(|r| r.status != Status::Running));
@@ -238,13 +281,27 @@ pub fn ComparePanel(pasted: Memo<Pasted>) -> impl IntoView {
                     disabled=move || backend.running() || !ctx.ready.get()>"Train both"</button>
                 <button id="stop" class="secondary" on:click=stop
                     disabled=move || !ws.runs.running.get() || ws.runs.stop.get()>"Stop"</button>
+                {move || match resumable.get() {
+                    Some(Ok(Some(c))) if cut.get().is_some() => Some(view! {
+                        <button id="resume" on:click=resume
+                            disabled=move || backend.running() || !ctx.ready.get()>
+                            {format!("Resume from step {} of {}", c.step(), c.record.settings.steps)}
+                        </button>
+                    }.into_any()),
+                    Some(Err(e)) => Some(view! { <span class="error" id="resume-error">{format!("This run cannot resume: {e}")}</span> }.into_any()),
+                    _ => None,
+                }}
                 <Show when=move || !ctx.ready.get()>
                     <span class="note">"Load the model first."</span>
                 </Show>
             </div>
             {move || error.get().map(|e| view! { <p id="compare-error" class="error" role="alert">{e}</p> })}
-            <div id="run" aria-live="polite" data-status=move || run.get().map_or("none".into(), |r| format!("{:?}", r.status).to_lowercase())>
+            <div id="run" aria-live="polite" data-status=move || run.get().map_or("none".into(), |r| format!("{:?}", r.status).to_lowercase())
+                data-saved-step=move || saved_step().map(|k| k.to_string())>
                 {move || run.get().map(|r| progress(&r))}
+                {move || saved_step().filter(|_| ws.runs.running.get()).map(|k| view! {
+                    <p class="note">{format!("Saved after step {k}: a reload or a crash resumes from there.")}</p>
+                })}
             </div>
             <Show when=move || run.get().is_some_and(|r| !r.contenders[0].losses.is_empty())>
                 <div class="charts" id="charts">

@@ -15,18 +15,23 @@ use leptos::task::spawn_local;
 pub fn parsed(ws: Workspace, ctx: ModelCtx) -> Memo<Pasted> {
     Memo::new(move |_| {
         let text = ws.paste.get();
-        let _ = ctx.has_tokenizer.get();
-        let tokenizer = ctx.tokenizer();
-        let count = tokenizer
-            .as_ref()
-            .map(|t| move |s: &str| t.encode(s).map_or(0, |v| v.len()));
-        let limits = Limits {
-            // The cut training and scoring make (`Prepared::input`): a longer line is reported
-            // here rather than silently shortened there.
-            max_input_tokens: ws.settings.with(|s| s.max_input),
-            count_tokens: count.as_ref().map(|f| f as &dyn Fn(&str) -> usize),
-        };
-        parse(&text, &limits)
+        // The cut training and scoring make (`Prepared::input`): a longer line is reported here
+        // rather than silently shortened there.
+        with_token_limit(ctx, ws.settings.with(|s| s.max_input), |l| parse(&text, l))
+    })
+}
+
+/// Calls `f` with limits of `max` tokens per input, counted by the model's tokenizer once it has
+/// arrived (tracked: a memo calling this re-parses then).
+pub fn with_token_limit<T>(ctx: ModelCtx, max: usize, f: impl FnOnce(&Limits) -> T) -> T {
+    let _ = ctx.has_tokenizer.get();
+    let tokenizer = ctx.tokenizer();
+    let count = tokenizer
+        .as_ref()
+        .map(|t| move |s: &str| t.encode(s).map_or(0, |v| v.len()));
+    f(&Limits {
+        max_input_tokens: max,
+        count_tokens: count.as_ref().map(|c| c as &dyn Fn(&str) -> usize),
     })
 }
 
@@ -49,9 +54,7 @@ pub fn ExamplesPanel(pasted: Memo<Pasted>) -> impl IntoView {
             </p>
             <PresetPicker/>
             <label for="paste">"Labelled examples"</label>
-            <textarea id="paste" rows="10" spellcheck="false"
-                prop:value=move || ws.paste.get()
-                on:input=move |ev| ws.paste.set(event_target_value(&ev))></textarea>
+            <super::state::PasteBox id="paste" text=ws.paste/>
             <div id="paste-summary" aria-live="polite">
                 {move || {
                     let p = pasted.get();

@@ -1,18 +1,26 @@
-//! Past runs (comparisons, relation streams, lifelong sequences) in the browser's IndexedDB (one JSON record per
-//! run, keyed by its id, a store per kind), so that a reload, or the next visit, finds them;
-//! listed with buttons to reopen or delete.
+//! Past runs (comparisons, relation streams, lifelong sequences) in the browser's IndexedDB (one
+//! CBOR record per run, keyed by its id, a store per kind), so that a reload, or the next visit,
+//! finds them; listed with buttons to reopen or delete. At most `CAP` runs of each kind are kept,
+//! oldest out first, said on the page; a full disk drops old runs or says this one is not kept,
+//! and never stops a run. A comparison's newest checkpoint (`RunCheckpoint`) sits beside it, so
+//! that it can resume.
 
-use crate::compare::{RunRecord, Status};
+use crate::compare::{RunCheckpoint, RunRecord, Status};
 use crate::lifelong::record::LifelongRecord;
 use crate::relation::record::RelationRecord;
+use crate::worker::protocol::{decode, encode};
 use leptos::prelude::*;
 use rexie::{ObjectStore, Rexie, Store, Transaction, TransactionMode};
 use serde::{Serialize, de::DeserializeOwned};
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 
 const DB: &str = "metaprompt";
-/// Version 2 added the relation runs' store, 3 the lifelong runs'.
-const VERSION: u32 = 3;
+/// Version 2 added the relation runs' store, 3 the lifelong runs', 4 the comparisons'
+/// checkpoints.
+const VERSION: u32 = 4;
+const CHECKPOINTS: &str = "checkpoints";
+/// Runs kept of each kind: a comparison of the real model's 100-token prompts is about 1 MB.
+pub const CAP: usize = 40;
 
 /// A kind of run the page keeps: its store, id and status.
 pub trait Stored: Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static {
@@ -22,13 +30,16 @@ pub trait Stored: Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync
     fn set_status(&mut self, s: Status);
     /// One line for the list.
     fn summary(&self) -> String;
+    /// Whether runs of this kind keep a checkpoint to resume from.
+    const RESUMABLE: bool = false;
 }
 
 /// Every kind holds `id`, `status` and a `summary()` of their own.
 macro_rules! stored {
-    ($ty:ty, $store:literal) => {
+    ($ty:ty, $store:literal $(, $resumable:literal)?) => {
         impl Stored for $ty {
             const STORE: &'static str = $store;
+            $(const RESUMABLE: bool = $resumable;)?
             fn id(&self) -> u64 {
                 self.id
             }
@@ -45,46 +56,67 @@ macro_rules! stored {
     };
 }
 
-stored!(RunRecord, "runs");
+stored!(RunRecord, "runs", true);
 stored!(RelationRecord, "relation-runs");
 stored!(LifelongRecord, "lifelong-runs");
 
-fn err(what: &str, e: impl std::fmt::Display) -> String {
-    format!("run history (IndexedDB) {what}: {e}")
+/// rexie's errors display as "idb error": the browser's reason (a `DOMException`'s name and
+/// message) is in their debug form.
+fn err(what: &str, e: impl std::fmt::Debug) -> String {
+    format!("run history (IndexedDB) {what}: {e:?}")
 }
 
-async fn open() -> Result<Rexie, String> {
+/// Whether `e` (from [`err`]) says the browser's storage for this page is full.
+fn quota(e: &str) -> bool {
+    e.contains("QuotaExceeded")
+}
+
+/// The database, opened once per page (a checkpoint is written after every step).
+async fn open() -> Result<std::rc::Rc<Rexie>, String> {
+    thread_local! {
+        static OPEN: std::cell::RefCell<Option<std::rc::Rc<Rexie>>> = const { std::cell::RefCell::new(None) };
+    }
+    if let Some(db) = OPEN.with(|o| o.borrow().clone()) {
+        return Ok(db);
+    }
+    let db = std::rc::Rc::new(build().await?);
+    OPEN.with(|o| *o.borrow_mut() = Some(db.clone()));
+    Ok(db)
+}
+
+async fn build() -> Result<Rexie, String> {
     Rexie::builder(DB)
         .version(VERSION)
         .add_object_store(ObjectStore::new(RunRecord::STORE))
         .add_object_store(ObjectStore::new(RelationRecord::STORE))
         .add_object_store(ObjectStore::new(LifelongRecord::STORE))
+        .add_object_store(ObjectStore::new(CHECKPOINTS))
         .build()
         .await
         .map_err(|e| err("open", e))
 }
 
-/// A transaction on `T`'s store and the store itself.
-async fn store<T: Stored>(
+/// A transaction on store `name` and the store itself.
+async fn store(
+    name: &str,
     mode: TransactionMode,
     what: &str,
 ) -> Result<(Transaction, Store), String> {
     let db = open().await?;
-    let tx = db
-        .transaction(&[T::STORE], mode)
-        .map_err(|e| err(what, e))?;
-    let store = tx.store(T::STORE).map_err(|e| err(what, e))?;
+    let tx = db.transaction(&[name], mode).map_err(|e| err(what, e))?;
+    let store = tx.store(name).map_err(|e| err(what, e))?;
     Ok((tx, store))
 }
 
-/// Stores (or replaces) `run`.
-pub async fn save<T: Stored>(run: &T) -> Result<(), String> {
-    let json = serde_json::to_string(run).map_err(|e| err("serialise", e))?;
-    let (tx, store) = store::<T>(TransactionMode::ReadWrite, "write").await?;
+/// Puts `value` as CBOR bytes (floats as 4 bytes each, NaN kept: JSON made them 10 characters
+/// and null) under `id` in store `name`.
+async fn put<V: Serialize>(name: &str, id: u64, value: &V) -> Result<(), String> {
+    let bytes = encode(value).map_err(|e| err("serialise", e))?;
+    let (tx, store) = store(name, TransactionMode::ReadWrite, "write").await?;
     store
         .put(
-            &JsValue::from_str(&json),
-            Some(&JsValue::from_f64(run.id() as f64)),
+            &js_sys::Uint8Array::from(bytes.as_slice()).into(),
+            Some(&JsValue::from_f64(id as f64)),
         )
         .await
         .map_err(|e| err("write", e))?;
@@ -92,35 +124,86 @@ pub async fn save<T: Stored>(run: &T) -> Result<(), String> {
     Ok(())
 }
 
-/// Every stored run, newest first. A record this version cannot read is reported, not dropped
-/// from the database.
-pub async fn list<T: Stored>() -> Result<(Vec<T>, Vec<String>), String> {
-    // Held until the read is done.
-    let (_tx, store) = store::<T>(TransactionMode::ReadOnly, "read").await?;
-    let values = store
-        .get_all(None, None)
-        .await
-        .map_err(|e| err("read", e))?;
-    let (mut runs, mut bad) = (Vec::new(), Vec::new());
-    for v in values {
-        match v.as_string().map(|s| serde_json::from_str::<T>(&s)) {
-            Some(Ok(r)) => runs.push(r),
-            Some(Err(e)) => bad.push(format!("a stored run could not be read: {e}")),
-            None => bad.push("a stored run is not JSON text".into()),
-        }
+/// A stored value: CBOR bytes, or the JSON text versions before 4 wrote.
+fn read<V: DeserializeOwned>(v: &JsValue) -> Result<V, String> {
+    if let Some(text) = v.as_string() {
+        return serde_json::from_str(&text).map_err(|e| e.to_string());
     }
-    runs.sort_by_key(|r| std::cmp::Reverse(r.id()));
-    Ok((runs, bad))
+    match v.dyn_ref::<js_sys::Uint8Array>() {
+        Some(bytes) => decode(&bytes.to_vec()),
+        None => Err("it is neither CBOR bytes nor JSON text".into()),
+    }
 }
 
-pub async fn delete<T: Stored>(id: u64) -> Result<(), String> {
-    let (tx, store) = store::<T>(TransactionMode::ReadWrite, "delete").await?;
+async fn remove(name: &str, id: u64) -> Result<(), String> {
+    let (tx, store) = store(name, TransactionMode::ReadWrite, "delete").await?;
     store
         .delete(JsValue::from_f64(id as f64))
         .await
         .map_err(|e| err("delete", e))?;
     tx.done().await.map_err(|e| err("delete", e))?;
     Ok(())
+}
+
+/// Stores (or replaces) `run`.
+pub async fn save<T: Stored>(run: &T) -> Result<(), String> {
+    put(T::STORE, run.id(), run).await
+}
+
+/// Every stored run, newest first. A record this version cannot read is reported, not dropped
+/// from the database.
+pub async fn list<T: Stored>() -> Result<(Vec<T>, Vec<String>), String> {
+    // Held until the read is done.
+    let (_tx, store) = store(T::STORE, TransactionMode::ReadOnly, "read").await?;
+    let values = store
+        .get_all(None, None)
+        .await
+        .map_err(|e| err("read", e))?;
+    let (mut runs, mut bad) = (Vec::new(), Vec::new());
+    for v in values {
+        match read::<T>(&v) {
+            Ok(r) => runs.push(r),
+            Err(e) => bad.push(format!("a stored run could not be read: {e}")),
+        }
+    }
+    runs.sort_by_key(|r| std::cmp::Reverse(r.id()));
+    Ok((runs, bad))
+}
+
+/// Deletes run `id` (and its checkpoint).
+pub async fn delete<T: Stored>(id: u64) -> Result<(), String> {
+    remove(T::STORE, id).await?;
+    if T::RESUMABLE {
+        remove(CHECKPOINTS, id).await?;
+    }
+    Ok(())
+}
+
+/// Keeps `c` as its run's checkpoint (replacing the one before).
+pub async fn save_checkpoint(c: &RunCheckpoint) -> Result<(), String> {
+    put(CHECKPOINTS, c.record.id, c).await
+}
+
+/// Run `id`'s checkpoint, if it has one; an unreadable or inconsistent one is an error.
+pub async fn checkpoint(id: u64) -> Result<Option<RunCheckpoint>, String> {
+    let (_tx, store) = store(CHECKPOINTS, TransactionMode::ReadOnly, "read").await?;
+    let v = store
+        .get(JsValue::from_f64(id as f64))
+        .await
+        .map_err(|e| err("read", e))?;
+    match v {
+        Some(v) if !v.is_undefined() => {
+            let c: RunCheckpoint =
+                read(&v).map_err(|e| format!("the run's checkpoint could not be read: {e}"))?;
+            c.check()?;
+            Ok(Some(c))
+        }
+        _ => Ok(None),
+    }
+}
+
+pub async fn drop_checkpoint(id: u64) -> Result<(), String> {
+    remove(CHECKPOINTS, id).await
 }
 
 /// The run on screen (training, or reopened from the history) and the history of one kind.
@@ -130,6 +213,10 @@ pub struct Runs<T: Stored> {
     pub open_id: RwSignal<Option<u64>>,
     pub history: RwSignal<Vec<T>>,
     pub error: RwSignal<Option<String>>,
+    /// Runs the history let go (over `CAP`, or for room on a full disk), said once.
+    pub evicted: RwSignal<Option<String>>,
+    /// (run id, step) of the newest checkpoint written (resumable kinds).
+    pub saved: RwSignal<Option<(u64, usize)>>,
     pub running: RwSignal<bool>,
     pub stop: RwSignal<bool>,
 }
@@ -149,6 +236,8 @@ impl<T: Stored> Runs<T> {
             open_id: super::state::persisted(open_key, None),
             history: RwSignal::new(Vec::new()),
             error: RwSignal::new(None),
+            evicted: RwSignal::new(None),
+            saved: RwSignal::new(None),
             running: RwSignal::new(false),
             stop: RwSignal::new(false),
         }
@@ -174,24 +263,85 @@ impl<T: Stored> Runs<T> {
         }
     }
 
-    /// Keeps `run` in the history (IndexedDB and the list on screen).
-    pub async fn keep(self, run: T) {
-        if let Err(e) = save(&run).await {
-            self.error.set(Some(e));
-        }
-        self.history
-            .update(|h| match h.iter_mut().find(|r| r.id() == run.id()) {
-                Some(r) => *r = run,
-                None => h.insert(0, run),
-            });
+    /// The oldest run but `keep` and the one on screen, taken off the list.
+    fn take_oldest(self, keep: u64) -> Option<T> {
+        let open = self.open_id.get_untracked();
+        let mut out = None;
+        self.history.update(|h| {
+            if let Some(i) = h
+                .iter()
+                .rposition(|r| r.id() != keep && Some(r.id()) != open)
+            {
+                out = Some(h.remove(i));
+            }
+        });
+        out
     }
 
-    /// Starts showing the new run `run`, marked running.
+    /// Keeps `run` in the history (IndexedDB and the list on screen): past `CAP` runs the oldest
+    /// goes, and while the browser's storage is full the oldest goes to make room. A run that
+    /// cannot be kept is said, and goes on.
+    pub async fn keep(self, run: T) {
+        let id = run.id();
+        let mut gone = Vec::new();
+        self.history
+            .update(|h| match h.iter_mut().find(|r| r.id() == id) {
+                Some(r) => *r = run.clone(),
+                None => h.insert(0, run.clone()),
+            });
+        while self.history.with_untracked(Vec::len) > CAP {
+            let Some(old) = self.take_oldest(id) else {
+                break;
+            };
+            if let Err(e) = delete::<T>(old.id()).await {
+                self.error.set(Some(e));
+            }
+            gone.push(old);
+        }
+        let mut saved = save(&run).await;
+        let mut full = false;
+        while let Err(e) = &saved
+            && quota(e)
+        {
+            full = true;
+            let Some(old) = self.take_oldest(id) else {
+                break;
+            };
+            if let Err(e) = delete::<T>(old.id()).await {
+                self.error.set(Some(e));
+            }
+            gone.push(old);
+            saved = save(&run).await;
+        }
+        if !gone.is_empty() {
+            let why = if full {
+                "the browser's storage for this page is full".to_string()
+            } else {
+                format!("the history keeps the {CAP} newest runs")
+            };
+            let names: Vec<String> = gone.iter().map(|r| r.summary()).collect();
+            self.evicted.set(Some(format!(
+                "Removed from the history ({why}): {}",
+                names.join("; ")
+            )));
+        }
+        if let Err(e) = saved {
+            self.error.set(Some(if quota(&e) {
+                format!("This run is not kept in the history: the browser's storage for this page is full ({e}). The run goes on; download it, or delete runs from other kinds' history.")
+            } else {
+                e
+            }));
+        }
+    }
+
+    /// Starts showing the new run `run`, marked running, and keeps it in the history at once: a
+    /// reload before its first measurement still finds it (and a comparison's checkpoint).
     pub fn start(self, run: T) {
         self.stop.set(false);
         self.open_id.set(Some(run.id()));
-        self.run.set(Some(run));
+        self.run.set(Some(run.clone()));
         self.running.set(true);
+        leptos::task::spawn_local(self.keep(run));
     }
 
     /// A reply from the worker: the run so far; kept in the history when `keep`.
@@ -225,6 +375,8 @@ pub fn history_list<T: Stored>(list_id: &'static str, runs: Runs<T>) -> impl Int
     use leptos::task::spawn_local;
     view! {
         {move || runs.error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+        {move || runs.evicted.get().map(|e| view! { <p class="note evicted">{e}</p> })}
+        <p class="note">{format!("The history keeps the {CAP} newest runs of each kind.")}</p>
         <Show when=move || runs.history.with(Vec::is_empty)>
             <p class="pending">"No runs yet."</p>
         </Show>

@@ -17,7 +17,6 @@ use crate::lifelong::record::{Contender, LifelongRecord};
 use crate::lifelong::{LifelongConfig, Method, TaskType};
 use crate::prompt::eval::metric_name;
 use crate::prompt::peft;
-use crate::text::examples::Limits;
 use crate::worker::protocol::Request;
 use leptos::prelude::*;
 
@@ -174,7 +173,12 @@ pub fn LifelongPanel() -> impl IntoView {
     let ws = expect_context::<Workspace>();
     let backend = expect_context::<Backend>();
     let runs = life.runs;
-    let parsed = Memo::new(move |_| parse(&life.paste.get(), &Limits::default()));
+    // Inputs are cut to the learner's `max_input` tokens: a longer line is reported instead.
+    let max_input = LifelongConfig::default().max_input;
+    let parsed = Memo::new(move |_| {
+        let text = life.paste.get();
+        super::examples_panel::with_token_limit(ctx, max_input, |l| parse(&text, l))
+    });
     let error = RwSignal::new(None::<String>);
 
     let start = move |_| {
@@ -258,9 +262,7 @@ pub fn LifelongPanel() -> impl IntoView {
                 })}
             </div>
             <label for="lifelong-paste">"Task sequence"</label>
-            <textarea id="lifelong-paste" rows="10" spellcheck="false"
-                prop:value=move || life.paste.get()
-                on:input=move |ev| life.paste.set(event_target_value(&ev))></textarea>
+            <super::state::PasteBox id="lifelong-paste" text=life.paste/>
             <div id="lifelong-summary" aria-live="polite">{move || summary(&parsed.get())}</div>
             <div class="row">
                 {[0usize, 1].map(|i| view! {

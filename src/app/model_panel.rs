@@ -39,8 +39,13 @@ pub fn ModelPanel() -> impl IntoView {
     };
     // A model already in the cache loads by itself; a first download waits for a click.
     spawn_local(async move {
-        let url = format!("{}{WEIGHTS}", model_dir());
-        let cached = download::is_cached(&url, &cache_name()).await;
+        let cached = match download::ModelFiles::open(&model_dir(), &cache_name()).await {
+            Ok(folder) => folder.is_cached(WEIGHTS).await,
+            Err(e) => {
+                gloo::console::warn!(e);
+                false
+            }
+        };
         set_phase.set(Phase::Idle {
             cached: Some(cached),
         });
@@ -84,13 +89,14 @@ pub fn ModelPanel() -> impl IntoView {
                     Phase::Preparing => view! {
                         <p class="pending">"Checking the checkpoint and uploading the weights to the GPU…"</p>
                     }.into_any(),
-                    Phase::Ready { secs, source, cached, timings, probe } => view! {
+                    Phase::Ready { secs, source, cached, timings, probe, repaired } => view! {
                         <p class="ok" id="model-ready" data-source=source_tag(source)>
                             {format!("Loaded in {secs:.1} s from {}{}, in a worker.", match source {
                                 Source::Cache => "this browser's cache",
                                 Source::Network => "the network",
                             }, if cached { "" } else { " (not cached: the browser refused to store it)" })}
                         </p>
+                        {repaired.into_iter().map(|why| view! { <p class="warning model-repaired">{why}</p> }).collect_view()}
                         {engine_choice(&timings, probe)}
                         <button id="model-forget" class="secondary" on:click=forget>"Remove the model from the cache"</button>
                     }.into_any(),

@@ -165,9 +165,7 @@ pub fn RelationsPanel() -> impl IntoView {
                 <button id="relations-preset" class="secondary" on:click=load_preset>"Load the example stream (replaces the text)"</button>
             </div>
             <label for="relations-paste">"Relation stream"</label>
-            <textarea id="relations-paste" rows="10" spellcheck="false"
-                prop:value=move || rel.paste.get()
-                on:input=move |ev| rel.paste.set(event_target_value(&ev))></textarea>
+            <super::state::PasteBox id="relations-paste" text=rel.paste/>
             <div id="relations-summary" aria-live="polite">{move || summary(&parsed.get())}</div>
             <div class="row">
                 {[0usize, 1].map(|i| view! {

@@ -31,6 +31,8 @@ pub enum Phase {
         /// Our engines' times for one step of `probe`'s shape.
         timings: Vec<Timing>,
         probe: Probe,
+        /// Cached files found damaged and fetched again.
+        repaired: Vec<String>,
     },
     Failed(String),
 }
@@ -176,4 +178,38 @@ pub fn download(name: &str, mime: &str, bytes: &[u8]) -> Result<(), String> {
     a.click();
     web_sys::Url::revoke_object_url(&url).map_err(err)?;
     Ok(())
+}
+
+/// A paste box bound to `text`. A paste over `text::examples::MAX_PASTE_BYTES` is refused as it
+/// lands: the box goes back to what it held and the refusal (size, lines) is said under it. The
+/// browser itself takes seconds per keystroke to lay out a 10 MB textarea, so the page stays
+/// responsive only if such a text never stays in one.
+#[leptos::component]
+pub fn PasteBox(id: &'static str, text: RwSignal<String>) -> impl leptos::IntoView {
+    use wasm_bindgen::JsCast;
+    let refused = RwSignal::new(None::<String>);
+    let on_input = move |ev: leptos::ev::Event| {
+        let value = event_target_value(&ev);
+        match crate::text::examples::check_size(&value) {
+            Ok(()) => {
+                refused.set(None);
+                text.set(value);
+            }
+            Err(p) => {
+                refused.set(Some(format!("{p}. The box keeps what it held before.")));
+                if let Some(box_) = ev
+                    .target()
+                    .and_then(|t| t.dyn_into::<web_sys::HtmlTextAreaElement>().ok())
+                {
+                    box_.set_value(&text.get_untracked());
+                }
+            }
+        }
+    };
+    view! {
+        <textarea id=id rows="10" spellcheck="false"
+            prop:value=move || text.get()
+            on:input=on_input></textarea>
+        {move || refused.get().map(|e| view! { <p class="error paste-refused" role="alert">{e}</p> })}
+    }
 }

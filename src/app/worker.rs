@@ -3,12 +3,13 @@
 //! worker dies (a panic traps its module), the model and any run in progress are marked failed
 //! and the next load starts a fresh worker.
 
-use super::history::{Runs, Stored};
+use super::history::{self, Runs, Stored};
 use super::lifelong_panel::LifelongWs;
 use super::relations_panel::RelationsWs;
 use super::state::{ModelCtx, Phase, cache_name};
 use super::workspace::Workspace;
 use crate::browser::download;
+use crate::compare::{RunCheckpoint, Status};
 use crate::text::tokenizer::T5Tokenizer;
 use crate::worker::protocol::{Reply, Request, decode, encode};
 use futures_channel::oneshot;
@@ -30,6 +31,17 @@ struct Inner {
     /// Senders of `ask`s not yet answered, by request id.
     pending: HashMap<u64, oneshot::Sender<Reply>>,
     next_id: u64,
+    /// The checkpoint job waiting for the one being written (`writing`): only the newest is
+    /// worth writing.
+    next_checkpoint: Option<CheckpointJob>,
+    writing: bool,
+}
+
+/// What the history's checkpoint store gets next: a run's newest checkpoint, or its removal once
+/// the run has finished.
+enum CheckpointJob {
+    Save(Box<RunCheckpoint>),
+    Drop(u64),
 }
 
 #[derive(Clone, Copy)]
@@ -178,6 +190,7 @@ impl Backend {
                 source,
                 cached,
                 secs,
+                repaired,
             } => {
                 ctx.phase.set(Phase::Ready {
                     secs,
@@ -185,14 +198,60 @@ impl Backend {
                     cached,
                     timings,
                     probe,
+                    repaired,
                 });
                 leptos::task::spawn_local(read_tokenizer(ctx));
             }
-            Reply::Run { record, keep } => ws.runs.update(*record, keep),
+            Reply::Run { record, keep } => {
+                if record.status == Status::Finished {
+                    self.checkpoint(CheckpointJob::Drop(record.id));
+                }
+                ws.runs.update(*record, keep)
+            }
+            Reply::RunCheckpoint(c) => self.checkpoint(CheckpointJob::Save(c)),
             Reply::Relations { record, keep } => self.rel.runs.update(*record, keep),
             Reply::Lifelong { record, keep } => self.life.runs.update(*record, keep),
             Reply::Generated { .. } | Reply::Scored { .. } | Reply::RelationScored { .. } => {}
         }
+    }
+
+    /// Writes checkpoint jobs one at a time, in order: a job that comes during a write waits, and
+    /// a newer one replaces it.
+    fn checkpoint(self, job: CheckpointJob) {
+        let mut idle = false;
+        self.inner.update_value(|i| {
+            i.next_checkpoint = Some(job);
+            idle = !i.writing;
+            i.writing = true;
+        });
+        if !idle {
+            return;
+        }
+        leptos::task::spawn_local(async move {
+            loop {
+                let mut next = None;
+                self.inner.update_value(|i| {
+                    next = i.next_checkpoint.take();
+                    i.writing = next.is_some();
+                });
+                let written = match next {
+                    Some(CheckpointJob::Save(c)) => {
+                        let saved = history::save_checkpoint(&c).await;
+                        if saved.is_ok() {
+                            self.ws.runs.saved.set(Some((c.record.id, c.step())));
+                        }
+                        saved
+                    }
+                    Some(CheckpointJob::Drop(id)) => history::drop_checkpoint(id).await,
+                    None => break,
+                };
+                if let Err(e) = written {
+                    self.ws.runs.error.set(Some(format!(
+                        "the run goes on, but could not resume after a reload: {e}"
+                    )));
+                }
+            }
+        });
     }
 
     /// The worker is gone: fail what it was doing; the next request starts a new one.
@@ -223,10 +282,13 @@ impl Backend {
 /// The page counts the tokens of pasted inputs itself: it reads the tokenizer the worker has
 /// just stored in the cache (a few MB, parsed once).
 async fn read_tokenizer(ctx: ModelCtx) {
-    let url = format!("{}tokenizer.json", super::state::model_dir());
-    let parsed = download::fetch_cached(&url, &cache_name(), &|_| {})
-        .await
-        .and_then(|f| T5Tokenizer::from_bytes(&f.bytes).map_err(|e| format!("{url}: {e}")));
+    let dir = super::state::model_dir();
+    let parsed = match download::ModelFiles::open(&dir, &cache_name()).await {
+        Ok(folder) => folder.fetch("tokenizer.json", &|_| {}).await.and_then(|f| {
+            T5Tokenizer::from_bytes(&f.bytes).map_err(|e| format!("{dir}tokenizer.json: {e}"))
+        }),
+        Err(e) => Err(e),
+    };
     match parsed {
         Ok(t) => ctx.set_tokenizer(t),
         Err(e) => gloo::console::warn!(format!("inputs are not checked for length: {e}")),

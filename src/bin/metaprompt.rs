@@ -722,6 +722,19 @@ mod cli {
                 .as_bytes(),
         )?;
         write("tokenizer.json", tokenizer)?;
+        let config_json = std::fs::read(out.join("config.json"))
+            .map_err(|e| format!("{}: {e}", out.join("config.json").display()))?;
+        let manifest = metaprompt::model::manifest::Manifest::of(&[
+            ("config.json", &config_json),
+            ("tokenizer.json", tokenizer),
+            ("model.safetensors", bytes),
+        ]);
+        write(
+            metaprompt::model::manifest::FILE,
+            serde_json::to_string_pretty(&manifest)
+                .expect("manifest as JSON")
+                .as_bytes(),
+        )?;
         println!(
             "wrote {} ({:.1} MB, {} parameters) in {:.1} s",
             out.join("model.safetensors").display(),

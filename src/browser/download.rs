@@ -1,6 +1,7 @@
 //! Downloads with byte-level progress, kept in the browser's Cache API so a reload (or the next
 //! visit) reads the 77 MB checkpoint from disk instead of the network.
 
+use crate::model::manifest::{self, FileEntry, Manifest};
 use js_sys::{Promise, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -14,6 +15,8 @@ pub struct Fetched {
     /// Whether the bytes are now in the cache (false when the browser refused: no Cache API in
     /// this context, or the storage quota is exhausted).
     pub cached: bool,
+    /// What was wrong with the cached copy that was replaced, if one was.
+    pub repaired: Option<String>,
 }
 
 fn js_err(what: &str, e: JsValue) -> String {
@@ -38,23 +41,39 @@ async fn open_cache(name: &str) -> Option<Cache> {
         .ok()
 }
 
-/// `url` from cache `cache_name` if it is there, else from the network (then stored). Calls
-/// `on_progress` after every chunk.
+/// `url` from cache `cache_name` (under `key`) if it is there, else from the network (then
+/// stored under `key`). With `expect` (the manifest's entry) the bytes are checked: a damaged
+/// cache entry is dropped and fetched again, a download that is not the named file is an error.
+/// Calls `on_progress` after every chunk.
 pub async fn fetch_cached(
     url: &str,
+    key: &str,
+    expect: Option<&FileEntry>,
     cache_name: &str,
     on_progress: &dyn Fn(Progress),
 ) -> Result<Fetched, String> {
     let cache = open_cache(cache_name).await;
+    let mut repaired = None;
     if let Some(cache) = &cache {
-        let hit = wait(cache.match_with_str(url), url).await?;
+        let hit = wait(cache.match_with_str(key), url).await?;
         if let Ok(resp) = hit.dyn_into::<Response>() {
             let bytes = read_body(&resp, url, on_progress).await?;
-            return Ok(Fetched {
-                bytes,
-                source: Source::Cache,
-                cached: true,
-            });
+            match expect.map_or(Ok(()), |e| e.verify(&bytes)) {
+                Ok(()) => {
+                    return Ok(Fetched {
+                        bytes,
+                        source: Source::Cache,
+                        cached: true,
+                        repaired: None,
+                    });
+                }
+                Err(why) => {
+                    wait(cache.delete_with_str(key), "cache delete").await?;
+                    repaired = Some(format!(
+                        "{url}: the cached copy was damaged ({why}): fetched again"
+                    ));
+                }
+            }
         }
     }
     let resp: Response = wait(super::fetch(url)?, url)
@@ -69,20 +88,52 @@ pub async fn fetch_cached(
         ));
     }
     let mut bytes = read_body(&resp, url, on_progress).await?;
+    if let Some(e) = expect {
+        e.verify(&bytes).map_err(|why| {
+            format!("{url}: the server's file is not the one its manifest names ({why}): the model folder is inconsistent or the download was damaged")
+        })?;
+    }
     let cached = match &cache {
-        Some(cache) => store(cache, url, &mut bytes).await.is_ok(),
+        Some(cache) => {
+            let stored = store(cache, key, &mut bytes).await.is_ok();
+            if stored && key != url {
+                drop_other_versions(cache, url, key).await;
+            }
+            stored
+        }
         None => false,
     };
     Ok(Fetched {
         bytes,
         source: Source::Network,
         cached,
+        repaired,
     })
 }
 
-async fn store(cache: &Cache, url: &str, bytes: &mut [u8]) -> Result<(), String> {
-    let resp = Response::new_with_opt_u8_array(Some(bytes)).map_err(|e| js_err(url, e))?;
-    wait(cache.put_with_str(url, &resp), "cache put").await?;
+/// Deletes the entries of `url` under keys other than `key` (a file's earlier versions: 77 MB
+/// each for the weights). Best effort: a leftover entry costs space, not correctness.
+async fn drop_other_versions(cache: &Cache, url: &str, key: &str) {
+    let Ok(keys) = wait(cache.keys(), "cache keys").await else {
+        return;
+    };
+    let keys: js_sys::Array = keys.unchecked_into();
+    for req in keys.iter() {
+        let Ok(req) = req.dyn_into::<web_sys::Request>() else {
+            continue;
+        };
+        // Keys are absolute; `url` and `key` are relative to the page.
+        let full = req.url();
+        let path = full.split('?').next().unwrap_or(&full);
+        if path.ends_with(url) && !full.ends_with(key) {
+            let _ = wait(cache.delete_with_str(&full), "cache delete").await;
+        }
+    }
+}
+
+async fn store(cache: &Cache, key: &str, bytes: &mut [u8]) -> Result<(), String> {
+    let resp = Response::new_with_opt_u8_array(Some(bytes)).map_err(|e| js_err(key, e))?;
+    wait(cache.put_with_str(key, &resp), "cache put").await?;
     Ok(())
 }
 
@@ -137,12 +188,68 @@ async fn read_body(
     Ok(bytes)
 }
 
-/// Whether `url` is in cache `cache_name` (without reading it).
-pub async fn is_cached(url: &str, cache_name: &str) -> bool {
-    let Some(cache) = open_cache(cache_name).await else {
-        return false;
-    };
-    matches!(wait(cache.match_with_str(url), url).await, Ok(v) if v.is_instance_of::<Response>())
+/// A model folder's files as the page and its worker read them: through the Cache API, keyed by
+/// the SHA-256 that the folder's manifest.json names (an older folder without one: by URL, and
+/// unchecked).
+pub struct ModelFiles {
+    dir: String,
+    cache: String,
+    manifest: Option<Manifest>,
+}
+
+impl ModelFiles {
+    /// Reads `dir`'s manifest (never from a cache: it says what the files are now).
+    pub async fn open(dir: &str, cache: &str) -> Result<Self, String> {
+        let url = format!("{dir}{}", manifest::FILE);
+        let manifest = match fetch_plain(&url).await? {
+            Some(bytes) => Some(Manifest::from_json(&bytes).map_err(|e| format!("{url}: {e}"))?),
+            None => {
+                gloo::console::warn!(format!(
+                    "{url}: none (a folder written before manifests): the cache is keyed by URL and unchecked"
+                ));
+                None
+            }
+        };
+        Ok(Self {
+            dir: dir.into(),
+            cache: cache.into(),
+            manifest,
+        })
+    }
+
+    fn entry(&self, file: &str) -> Result<Option<&FileEntry>, String> {
+        self.manifest
+            .as_ref()
+            .map(|m| m.entry(file).map_err(|e| format!("{}{e}", self.dir)))
+            .transpose()
+    }
+
+    /// The URL and the cache key of `file`.
+    fn key(&self, file: &str) -> Result<(String, String), String> {
+        let url = format!("{}{file}", self.dir);
+        let key = match self.entry(file)? {
+            Some(e) => format!("{url}?sha256={}", e.sha256),
+            None => url.clone(),
+        };
+        Ok((url, key))
+    }
+
+    pub async fn fetch(
+        &self,
+        file: &str,
+        on_progress: &dyn Fn(Progress),
+    ) -> Result<Fetched, String> {
+        let (url, key) = self.key(file)?;
+        fetch_cached(&url, &key, self.entry(file)?, &self.cache, on_progress).await
+    }
+
+    /// Whether this version of `file` is in the cache (without reading it).
+    pub async fn is_cached(&self, file: &str) -> bool {
+        let (Ok((url, key)), Some(cache)) = (self.key(file), open_cache(&self.cache).await) else {
+            return false;
+        };
+        matches!(wait(cache.match_with_str(&key), &url).await, Ok(v) if v.is_instance_of::<Response>())
+    }
 }
 
 /// Drops the whole cache `cache_name`.

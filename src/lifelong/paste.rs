@@ -82,6 +82,13 @@ struct Block {
 /// Parses a pasted sequence; never panics, whatever the text. `limits` checks each input's
 /// length in tokens when the tokenizer is there.
 pub fn parse(text: &str, limits: &Limits) -> PastedSequence {
+    if let Err(p) = examples::check_size(text) {
+        return PastedSequence {
+            tasks: Vec::new(),
+            rejected: Vec::new(),
+            problems: vec![p.to_string()],
+        };
+    }
     let mut blocks: Vec<Block> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod convert;
+pub mod manifest;
 pub mod names;
 pub mod t5;
 pub mod tiny;

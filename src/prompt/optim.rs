@@ -13,7 +13,7 @@ pub enum OptimizerKind {
     Adam,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Optimizer {
     Adafactor(Adafactor),
     Adam(Adam),
@@ -27,6 +27,33 @@ impl Optimizer {
         }
     }
 
+    /// Whether this state is `kind`'s for a [rows, cols] parameter (a saved state read back
+    /// from storage may be another's); the error says what differs.
+    pub fn fits(&self, kind: OptimizerKind, rows: usize, cols: usize) -> Result<(), String> {
+        let (mine, sizes) = match self {
+            Self::Adafactor(a) => (
+                OptimizerKind::Adafactor,
+                a.row_sq.len() == rows
+                    && a.col_sq.len() == cols
+                    && a.rows == rows
+                    && a.cols == cols,
+            ),
+            Self::Adam(a) => (
+                OptimizerKind::Adam,
+                a.m.len() == rows * cols && a.v.len() == rows * cols,
+            ),
+        };
+        if mine != kind {
+            return Err(format!("it is {mine:?}'s state and this run uses {kind:?}"));
+        }
+        if !sizes {
+            return Err(format!(
+                "its {mine:?} moments are not for a {rows} x {cols} prompt"
+            ));
+        }
+        Ok(())
+    }
+
     /// One update of `params` (row-major [rows, cols]) against `grad` at learning rate `lr`.
     pub fn step(&mut self, params: &mut [f32], grad: &[f32], lr: f32) {
         match self {
@@ -36,7 +63,7 @@ impl Optimizer {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Adafactor {
     rows: usize,
     cols: usize,
@@ -95,7 +122,7 @@ impl Adafactor {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Adam {
     m: Vec<f32>,
     v: Vec<f32>,

@@ -113,6 +113,8 @@ pub enum TuneError {
     },
     #[error("reading values back from the device: {0}")]
     ReadBack(String),
+    #[error("the saved tuner state cannot resume this run: {0}")]
+    BadState(String),
     #[error("our GPU kernels: {0}")]
     Kernel(#[from] crate::kernels::KernelError),
     #[error("{0} runs on our engines only (CPU or WGSL kernels), not burn's generic ops")]
@@ -207,7 +209,62 @@ pub struct Tuner {
     start_ms: f64,
 }
 
+/// Everything a tuner carries from one step to the next, to the bit (prompt, optimiser moments,
+/// the minibatch stream): a run resumed from it takes exactly the steps the uninterrupted run
+/// would have taken.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TunerState {
+    pub prompt: SoftPrompt,
+    pub opt: Optimizer,
+    pub rng: SplitMix64,
+    /// The rest of the current epoch's permutation.
+    pub order: Vec<usize>,
+    pub step: usize,
+}
+
 impl Tuner {
+    pub fn state(&self) -> TunerState {
+        TunerState {
+            prompt: self.prompt.clone(),
+            opt: self.opt.clone(),
+            rng: self.rng.clone(),
+            order: self.order.clone(),
+            step: self.step,
+        }
+    }
+
+    /// Carries on from `state` (saved by [`Tuner::state`], maybe read back from storage) over a
+    /// support set of `support` examples; refuses a state that does not fit them or `cfg`.
+    pub fn resume(state: TunerState, cfg: &TuneConfig, support: usize) -> Result<Self, TuneError> {
+        let bad = |why: String| Err(TuneError::BadState(why));
+        let p = &state.prompt;
+        if p.values.len() != p.len * p.dim {
+            return bad(format!(
+                "its prompt holds {} values for {} x {}",
+                p.values.len(),
+                p.len,
+                p.dim
+            ));
+        }
+        if let Err(why) = state.opt.fits(cfg.optimizer, p.len, p.dim) {
+            return bad(why);
+        }
+        if let Some(&i) = state.order.iter().find(|&&i| i >= support) {
+            return bad(format!(
+                "its minibatch order names example {i} of {support}"
+            ));
+        }
+        Ok(Self {
+            prompt: state.prompt,
+            cfg: cfg.clone(),
+            opt: state.opt,
+            rng: state.rng,
+            order: state.order,
+            step: state.step,
+            start_ms: crate::clock::now_ms(),
+        })
+    }
+
     pub fn new(prompt: SoftPrompt, cfg: &TuneConfig) -> Self {
         Self {
             opt: Optimizer::new(cfg.optimizer, prompt.len, prompt.dim),

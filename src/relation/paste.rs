@@ -99,6 +99,10 @@ pub fn parse(text: &str) -> PastedStream {
         dropped: Vec::new(),
         problems: Vec::new(),
     };
+    if let Err(p) = crate::text::examples::check_size(text) {
+        out.problems.push(p.to_string());
+        return out;
+    }
     let mut written: Vec<Written> = Vec::new();
     let mut in_pool = false;
     let mut seen: HashMap<String, usize> = HashMap::new();

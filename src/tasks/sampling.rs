@@ -8,7 +8,7 @@ use super::Example;
 pub const PAPER_SEEDS: [u64; 5] = [13, 21, 42, 87, 100];
 
 /// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and good enough to shuffle datasets.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SplitMix64(u64);
 
 impl SplitMix64 {

@@ -83,6 +83,31 @@ pub enum SetProblem {
     NoValidExample,
     #[error("every example has the label {0:?}: a classifier needs at least two labels")]
     OneLabelOnly(String),
+    #[error(
+        "the paste is {megabytes:.1} MB in {lines} lines; the page reads at most {max_megabytes:.1} MB at a time (a few-shot set is a few hundred lines): shorten it"
+    )]
+    TooLarge {
+        megabytes: f64,
+        lines: usize,
+        max_megabytes: f64,
+    },
+}
+
+/// The most a paste may hold. A few-shot set is a few hundred lines; parsing megabytes and
+/// counting their tokens on every keystroke would freeze the page, and localStorage holds about
+/// 5 MB. A bigger paste is refused whole, with its size, never cut silently.
+pub const MAX_PASTE_BYTES: usize = 1 << 20;
+
+/// Refuses a paste over `MAX_PASTE_BYTES`.
+pub fn check_size(text: &str) -> Result<(), SetProblem> {
+    if text.len() <= MAX_PASTE_BYTES {
+        return Ok(());
+    }
+    Err(SetProblem::TooLarge {
+        megabytes: text.len() as f64 / 1e6,
+        lines: text.lines().count(),
+        max_megabytes: MAX_PASTE_BYTES as f64 / 1e6,
+    })
 }
 
 /// The parsed paste: valid examples, rejected lines, and the label set and verbalizer derived
@@ -158,6 +183,10 @@ pub fn parse(text: &str, limits: &Limits) -> Pasted {
         labels: Vec::new(),
         verbalizer: BTreeMap::new(),
     };
+    if let Err(p) = check_size(text) {
+        out.problems.push(p);
+        return out;
+    }
     let Some((first_no, first)) = text.lines().enumerate().find(|(_, l)| !l.trim().is_empty())
     else {
         out.problems.push(SetProblem::Empty);
@@ -310,6 +339,24 @@ fn csv_rows(text: &str, header_index: usize, (ci, cl): (usize, usize)) -> Vec<Ca
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_paste_over_the_size_limit_is_refused_whole_with_its_size() {
+        let line = "a fine input\tpositive\n";
+        let big = line.repeat(MAX_PASTE_BYTES / line.len() + 1);
+        let p = parse(&big, &Limits::default());
+        assert!(p.examples.is_empty());
+        let msg = p.problems[0].to_string();
+        assert!(msg.contains("1.0 MB in 47663 lines"), "{msg}");
+        let fits = line.repeat(MAX_PASTE_BYTES / line.len() - 1);
+        let problems = parse(&fits, &Limits::default()).problems;
+        assert!(
+            !problems
+                .iter()
+                .any(|p| matches!(p, SetProblem::TooLarge { .. })),
+            "{problems:?}"
+        );
+    }
 
     fn p(text: &str) -> Pasted {
         parse(text, &Limits::default())

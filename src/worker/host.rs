@@ -7,7 +7,7 @@ use super::protocol::{
 };
 use crate::browser::download;
 use crate::clock::{now_ms, within};
-use crate::compare::{Duel, InitChoice, Prepared, RunRecord, Settings, Status};
+use crate::compare::{Duel, InitChoice, Prepared, RunCheckpoint, RunRecord, Settings, Status};
 use crate::cpu::CpuT5;
 use crate::gpu::Gpu;
 use crate::kernels::GpuT5;
@@ -15,7 +15,7 @@ use crate::model::checkpoint::Checkpoint;
 use crate::model::{LoadedModel, T5Config};
 use crate::prompt::bench;
 use crate::prompt::engine::Engine;
-use crate::prompt::tune::Pair;
+use crate::prompt::tune::{Pair, TunerState};
 use crate::prompt::{SoftPrompt, initial_prompt};
 use crate::relation::encoder::Vectors;
 use std::cell::{Cell, RefCell};
@@ -120,7 +120,8 @@ impl Loaded {
     fn on_wgsl(&self, k: Kernels) -> bool {
         self.gpu.is_some()
             && match k {
-                Kernels::Fastest => self.wgsl_fastest,
+                // A lost GPU is nobody's fastest.
+                Kernels::Fastest => self.wgsl_fastest && Gpu::lost().is_none(),
                 Kernels::Wgsl => true,
                 Kernels::Cpu | Kernels::Generic => false,
             }
@@ -254,13 +255,20 @@ fn handle(host: Rc<Host>, req: Request) {
             }
             spawn_local(async move {
                 let reply = match load(&dir, &cache, webgpu, probe).await {
-                    Ok((l, source, cached, secs)) => {
+                    Ok(LoadReport {
+                        model: l,
+                        source,
+                        cached,
+                        secs,
+                        repaired,
+                    }) => {
                         let reply = Reply::Ready {
                             timings: l.timings.clone(),
                             probe,
                             source,
                             cached,
                             secs,
+                            repaired,
                         };
                         *host.loaded.borrow_mut() = Some(Rc::new(l));
                         host.vectors.take();
@@ -287,7 +295,27 @@ fn handle(host: Rc<Host>, req: Request) {
                 });
             };
             spawn_local(async move {
-                train(&host, &l, kernels, &shipped, rec).await;
+                train(&host, &l, kernels, &shipped, rec, None).await;
+                host.busy.set(false);
+            });
+        }
+        Request::Resume {
+            checkpoint,
+            kernels,
+        } => {
+            let checked = checkpoint.check();
+            let RunCheckpoint { mut record, tuners } = *checkpoint;
+            let claimed = checked.and_then(|()| host.claim().ok_or_else(|| NOT_READY.to_string()));
+            let Ok(l) = claimed else {
+                record.status = Status::Failed;
+                record.contenders[0].error = claimed.err();
+                return post(&Reply::Run {
+                    record: Box::new(record),
+                    keep: true,
+                });
+            };
+            spawn_local(async move {
+                train(&host, &l, kernels, &[], record, Some(tuners)).await;
                 host.busy.set(false);
             });
         }
@@ -372,19 +400,24 @@ fn handle(host: Rc<Host>, req: Request) {
     }
 }
 
-/// Reads the model's files (from the Cache API when they are there), posting download progress
-/// at most every `UPDATE_EVERY_MS`, then builds both engines.
-async fn load(
-    dir: &str,
-    cache: &str,
-    webgpu: bool,
-    probe: Probe,
-) -> Result<(Loaded, Source, bool, f64), String> {
+struct LoadReport {
+    model: Loaded,
+    source: Source,
+    cached: bool,
+    secs: f64,
+    /// Damaged cache entries that were fetched again.
+    repaired: Vec<String>,
+}
+
+/// Reads the model's files (from the Cache API when they are there, checked against the
+/// folder's manifest), posting download progress at most every `UPDATE_EVERY_MS`, then builds
+/// both engines.
+async fn load(dir: &str, cache: &str, webgpu: bool, probe: Probe) -> Result<LoadReport, String> {
     let start = now_ms();
+    let folder = download::ModelFiles::open(dir, cache).await?;
     let mut files = Vec::with_capacity(FILES.len());
-    let (mut source, mut cached) = (Source::Cache, true);
+    let (mut source, mut cached, mut repaired) = (Source::Cache, true, Vec::new());
     for file in FILES {
-        let url = format!("{dir}{file}");
         let last = Cell::new(None);
         let on_progress = |progress: Progress| {
             let mut l = last.get();
@@ -397,7 +430,8 @@ async fn load(
                 });
             }
         };
-        let got = download::fetch_cached(&url, cache, &on_progress).await?;
+        let got = folder.fetch(file, &on_progress).await?;
+        repaired.extend(got.repaired);
         if got.source == Source::Network {
             source = Source::Network;
         }
@@ -414,7 +448,13 @@ async fn load(
         None
     };
     let model = Loaded::from_bytes(gpu.as_ref(), probe, &files[2], &files[0], &files[1]).await?;
-    Ok((model, source, cached, (now_ms() - start) / 1e3))
+    Ok(LoadReport {
+        model,
+        source,
+        cached,
+        secs: (now_ms() - start) / 1e3,
+        repaired,
+    })
 }
 
 /// How a run ended: Ok(true) stopped by the person, Ok(false) finished; an error is kept in
@@ -469,23 +509,53 @@ async fn starting_prompts(
     Ok([a, b])
 }
 
-/// Trains both contenders of `rec`, posting the record as it goes and once more at the end with
-/// its final status.
+/// Trains both contenders of `rec` (from their starts, or on from `resume`, the tuners of a
+/// checkpoint whose record `rec` is), posting the record as it goes and once more at the end
+/// with its final status, and a checkpoint after every step.
 async fn train(
     host: &Host,
     l: &Loaded,
     kernels: Kernels,
     shipped: &[(String, SoftPrompt)],
     mut rec: RunRecord,
+    resume: Option<[TunerState; 2]>,
 ) {
-    rec.engine = l.engine_name(kernels);
+    rec.engine = match &resume {
+        Some(t) => format!("{} (resumed at step {})", l.engine_name(kernels), t[0].step),
+        None => l.engine_name(kernels),
+    };
     rec.status = Status::Running;
-    let result = run_duel(host, l, kernels, shipped, &mut rec).await;
+    for c in &mut rec.contenders {
+        c.error = None;
+    }
+    let on_wgsl = l.on_wgsl(kernels);
+    let result = match run_duel(host, l, kernels, shipped, &mut rec, resume).await {
+        Err(e) => Err(explain_loss(e, on_wgsl).await),
+        done => done,
+    };
     rec.status = ended(result, &mut rec.contenders[0].error);
     post(&Reply::Run {
         record: Box::new(rec),
         keep: true,
     });
+}
+
+/// A run's error, said as a lost GPU when that is what it was (the error itself is then only a
+/// symptom: a failed read-back).
+pub(super) async fn explain_loss(e: String, on_wgsl: bool) -> String {
+    // The failed read-back may come before the device's lost promise settles: give it a second.
+    for _ in 0..10 {
+        if !on_wgsl || Gpu::lost().is_some() {
+            break;
+        }
+        gloo::timers::future::TimeoutFuture::new(100).await;
+    }
+    match Gpu::lost() {
+        Some(why) if on_wgsl => format!(
+            "the GPU device was lost ({why}); the run stopped after its last whole step. Resume it on the CPU engine (Kernels: cpu or fastest), or reload the page to get the GPU back and resume there. ({e})"
+        ),
+        _ => e,
+    }
 }
 
 /// The interleaved loop; Ok(true) when stopped by the person.
@@ -495,13 +565,21 @@ async fn run_duel(
     kernels: Kernels,
     shipped: &[(String, SoftPrompt)],
     rec: &mut RunRecord,
+    resume: Option<[TunerState; 2]>,
 ) -> Result<bool, String> {
     let s = rec.settings.clone();
     let choices = rec.contenders.clone().map(|c| c.init);
     let data =
         Prepared::new(&l.model, &rec.labels, &rec.split, s.max_input).map_err(|e| e.to_string())?;
-    let prompts = starting_prompts(l, &choices, shipped, &rec.labels, &s).await?;
-    let mut duel = Duel::new(prompts, &s);
+    let resumed = resume.is_some();
+    let mut duel = match resume {
+        Some(tuners) => Duel::resume(tuners, &s, &data).map_err(|e| e.to_string())?,
+        None => Duel::new(
+            starting_prompts(l, &choices, shipped, &rec.labels, &s).await?,
+            &s,
+        ),
+    };
+    let first = duel.tuners[0].steps() + 1;
     let e = l.engine(kernels);
     let measure = async |duel: &Duel, rec: &mut RunRecord| -> Result<(), String> {
         for (i, log) in rec.contenders.iter_mut().enumerate() {
@@ -520,9 +598,11 @@ async fn run_duel(
             });
         }
     };
-    measure(&duel, rec).await?;
+    if !resumed {
+        measure(&duel, rec).await?;
+    }
     publish(rec, false, &mut last);
-    for step in 1..=s.steps {
+    for step in first..=s.steps {
         for (i, log) in rec.contenders.iter_mut().enumerate() {
             duel.step(e, &data, i, log)
                 .await
@@ -534,6 +614,11 @@ async fn run_duel(
         let measured = step % s.eval_every == 0 || step == s.steps || stop;
         if measured {
             measure(&duel, rec).await?;
+        }
+        // Every step: a reload or a crash loses at most the step in flight. The last step's is
+        // not needed (nothing is left to resume), and the page drops the checkpoint then.
+        if step < s.steps {
+            post(&Reply::RunCheckpoint(Box::new(duel.checkpoint(rec))));
         }
         if stop {
             return Ok(true);

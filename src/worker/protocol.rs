@@ -3,7 +3,7 @@
 //! number, which took the page's thread 200-300 ms per run update on a busy 2-core machine;
 //! bytes cost one copy. CBOR keeps NaN and infinite floats (JSON turns them into null).
 
-use crate::compare::RunRecord;
+use crate::compare::{RunCheckpoint, RunRecord};
 use crate::lifelong::record::LifelongRecord;
 use crate::prompt::SoftPrompt;
 use crate::prompt::bench::Shape;
@@ -95,6 +95,12 @@ pub enum Request {
         shipped: Vec<(String, SoftPrompt)>,
         kernels: Kernels,
     },
+    /// Carry a comparison on from `checkpoint` (one the worker posted) on `kernels`, which may
+    /// be another engine than the one it started on.
+    Resume {
+        checkpoint: Box<RunCheckpoint>,
+        kernels: Kernels,
+    },
     /// Stop the run in progress after its current step.
     Stop,
     /// Greedy generation on the frozen model.
@@ -153,6 +159,8 @@ pub enum Reply {
         source: Source,
         cached: bool,
         secs: f64,
+        /// Cached files that failed their manifest check and were fetched again, and why.
+        repaired: Vec<String>,
     },
     LoadFailed {
         error: String,
@@ -163,6 +171,9 @@ pub enum Reply {
         record: Box<RunRecord>,
         keep: bool,
     },
+    /// Where the comparison in progress stands after its latest step (and measurement): what
+    /// the page keeps so that the run can resume there.
+    RunCheckpoint(Box<RunCheckpoint>),
     Generated {
         id: u64,
         result: Result<(String, usize), String>,

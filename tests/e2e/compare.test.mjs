@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { serveWithTinyModel, launchBrowser, watchConsole, screenshotPath, PASTE, setField, loadTinyModel, loadRealModel, generate, assertSameOrigin } from './harness.mjs';
+import { serveWithTinyModel, launchBrowser, watchConsole, screenshotPath, PASTE, twoPtContenders, loadTinyModel, loadRealModel, generate, assertSameOrigin } from './harness.mjs';
 
 let server;
 before(async () => {
@@ -15,18 +15,6 @@ before(async () => {
 after(async () => {
   await server?.close();
 });
-
-/** PT vocab against PT random (the shipped MPT prompts are 512 wide, the tiny model 16), 3
- * training examples per label, prompt length 4. */
-async function twoPtContenders(page, { steps, evalEvery, lr }) {
-  await page.selectOption('#contender-0', 'vocab');
-  await page.selectOption('#contender-1', 'random');
-  await setField(page, '#set-k', 3);
-  await setField(page, '#set-len', 4);
-  await setField(page, '#set-steps', steps);
-  if (lr !== undefined) await setField(page, '#set-lr', lr);
-  await setField(page, '#set-eval', evalEvery);
-}
 
 /** Collects the page thread's long tasks (over 50 ms) in window.__longTasks. */
 function observeLongTasks() {
@@ -175,6 +163,49 @@ test('without WebGPU the comparison trains on the CPU in WebAssembly', async () 
     console.log(`a tiny-model run under the real model: ${refused}`);
     assert.match(refused, /trained under another model/);
     assert.equal(await generate(page, 'Is the following review positive or negative? Review: I loved this movie.', 3), 'positive', log.join('\n'));
+    assert.ok(!log.some((l) => l.startsWith('[pageerror]')), log.join('\n'));
+    assertSameOrigin(log);
+  } finally {
+    await browser.close();
+  }
+});
+
+test('a 10 MB paste is refused by its size as it lands, and the box keeps its examples', async () => {
+  const browser = await launchBrowser();
+  const page = await browser.newPage();
+  const log = watchConsole(page);
+  try {
+    await loadTinyModel(page, server.url, log);
+    await page.fill('#paste', PASTE);
+    await page.waitForFunction(() => /10 valid examples/.test(document.querySelector('#paste-summary')?.textContent ?? ''));
+    const big = `${PASTE}\n`.repeat(Math.ceil(10e6 / (PASTE.length + 1)));
+    // As a paste lands: the whole text at once and one input event (Playwright's fill types it
+    // through the debugger protocol, which takes longer than the page for 10 MB).
+    const landed = await page.evaluate((text) => {
+      const box = document.querySelector('#paste');
+      const t = performance.now();
+      box.value = text;
+      box.dispatchEvent(new Event('input', { bubbles: true }));
+      return new Promise((r) => requestAnimationFrame(() => r(performance.now() - t)));
+    }, big);
+    const refused = (await (await page.waitForSelector('.paste-refused', { timeout: 60_000 })).textContent()).trim();
+    console.log(`10 MB paste: ${landed.toFixed(0)} ms until the next frame; ${refused}`);
+    assert.match(refused, /the paste is 10\.\d MB in \d+ lines; the page reads at most 1\.0 MB at a time.*The box keeps what it held before/);
+    assert.equal(await page.inputValue('#paste'), PASTE);
+    assert.match(await page.textContent('#paste-summary'), /10 valid examples/);
+    // Typing goes on at once: each key's time until the page has drawn the next frame.
+    await page.focus('#paste');
+    await page.keyboard.press('End');
+    const ms = [];
+    for (let i = 0; i < 5; i++) {
+      const t = Date.now();
+      await page.keyboard.type('x');
+      await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => r())));
+      ms.push(Date.now() - t);
+    }
+    console.log(`typing latency after the 10 MB paste (ms per key, through the test's round trip): ${ms.join(', ')}`);
+    assert.ok(Math.max(...ms) < 1000, `typing took ${ms.join(', ')} ms per key`);
+    assert.equal(await page.$('.paste-refused'), null, 'the refusal goes once the text is fine');
     assert.ok(!log.some((l) => l.startsWith('[pageerror]')), log.join('\n'));
     assertSameOrigin(log);
   } finally {

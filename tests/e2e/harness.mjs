@@ -97,10 +97,29 @@ export async function setField(page, id, value) {
   await page.dispatchEvent(id, 'change');
 }
 
+/** PT vocab against PT random (the shipped MPT prompts are 512 wide, the tiny model 16), 3
+ * training examples per label, prompt length 4. */
+export async function twoPtContenders(page, { steps, evalEvery, lr }) {
+  await page.selectOption('#contender-0', 'vocab');
+  await page.selectOption('#contender-1', 'random');
+  await setField(page, '#set-k', 3);
+  await setField(page, '#set-len', 4);
+  await setField(page, '#set-steps', steps);
+  if (lr !== undefined) await setField(page, '#set-lr', lr);
+  await setField(page, '#set-eval', evalEvery);
+}
+
+
 /** Loads the tiny model (served at models/tiny by the page at `url`) and waits until it is ready. */
 export async function loadTinyModel(page, url, log) {
   await page.goto(`${url}?model=models/tiny`);
   await (await page.waitForSelector('#model-load', { timeout: 60_000 })).click();
+  await tinyModelReady(page, log);
+}
+
+/** Waits for the tiny model to be ready (after a click, or loading by itself from the cache
+ * after a reload); on failure says where the load stood. */
+export async function tinyModelReady(page, log) {
   const t0 = Date.now();
   try {
     await page.waitForSelector('#model-status[data-phase="ready"], #model-status[data-phase="failed"]', { timeout: 180_000 });

@@ -5,6 +5,7 @@ use metaprompt::compare::Preset;
 use metaprompt::relation::split::pair_of;
 use metaprompt::tasks::derive::REL_POOL;
 use metaprompt::tasks::{self, Manifest, store};
+use metaprompt::text::tokenizer::T5Tokenizer;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -48,6 +49,9 @@ pub enum DataCommand {
         per_label: usize,
         #[arg(long, default_value = "presets")]
         out: PathBuf,
+        /// The model folder whose tokenizer.json measures inputs against the page's token limits.
+        #[arg(long, default_value = "models/flan-t5-small")]
+        model: PathBuf,
     },
 }
 
@@ -66,7 +70,19 @@ pub fn run(cmd: DataCommand) -> Result<(), String> {
             suite,
             per_label,
             out,
-        } => presets(&data, &suite, per_label, &out),
+            model,
+        } => {
+            let path = model.join("tokenizer.json");
+            let bytes = std::fs::read(&path).map_err(|e| {
+                format!(
+                    "{}: {e} (presets are measured in its tokens: run scripts/fetch-model.sh)",
+                    path.display()
+                )
+            })?;
+            let tokenizer =
+                T5Tokenizer::from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            presets(&data, &suite, per_label, &out, &tokenizer)
+        }
     }
 }
 
@@ -164,8 +180,42 @@ fn show(data: &Path, name: &str, n: usize, split: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn presets(data: &Path, suite: &str, per_label: usize, out: &Path) -> Result<(), String> {
+/// The longest run of `text`'s first words, spaces flattened, that the tokenizer makes at most
+/// `max` tokens (its `</s>` included): the page refuses a longer input rather than cutting it
+/// silently, so a preset cuts it, at a word.
+fn fit(tokenizer: &T5Tokenizer, text: &str, max: usize) -> Result<String, String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let tokens = |n: usize| {
+        tokenizer
+            .encode(&words[..n].join(" "))
+            .map(|t| t.len())
+            .map_err(|e| e.to_string())
+    };
+    if tokens(words.len())? <= max {
+        return Ok(words.join(" "));
+    }
+    // Tokens grow with words: the largest n that fits, by bisection.
+    let (mut lo, mut hi) = (0, words.len());
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if tokens(mid)? <= max {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(words[..lo].join(" "))
+}
+
+fn presets(
+    data: &Path,
+    suite: &str,
+    per_label: usize,
+    out: &Path,
+    tokenizer: &T5Tokenizer,
+) -> Result<(), String> {
     let m = store::read_manifest(data).map_err(|e| e.to_string())?;
+    let max = metaprompt::compare::Settings::default().max_input;
 
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let mut index = Vec::new();
@@ -175,16 +225,16 @@ fn presets(data: &Path, suite: &str, per_label: usize, out: &Path) -> Result<(),
         }
         let pool = store::read_split(data, t, "train").map_err(|e| e.to_string())?;
         let picked = tasks::sampling::k_shot(&pool, per_label, Some(&t.labels), 13);
-        let lines: Vec<String> = picked
+        let lines = picked
             .iter()
             .map(|e| {
-                serde_json::json!({
-                    "input": e.input.split_whitespace().collect::<Vec<_>>().join(" "),
+                Ok(serde_json::json!({
+                    "input": fit(tokenizer, &e.input, max)?,
                     "target": t.verbalize(&e.target),
                 })
-                .to_string()
+                .to_string())
             })
-            .collect();
+            .collect::<Result<Vec<String>, String>>()?;
         let file = format!("{}.jsonl", t.dir_name());
         let path = out.join(&file);
         std::fs::write(&path, lines.join("\n") + "\n")
@@ -212,7 +262,7 @@ fn presets(data: &Path, suite: &str, per_label: usize, out: &Path) -> Result<(),
         relations_preset(data, &m, out)?;
     }
     if m.suite(LIFELONG).is_ok() {
-        lifelong_presets(data, &m, out)?;
+        lifelong_presets(data, &m, out, tokenizer)?;
     }
     Ok(())
 }
@@ -221,22 +271,24 @@ const LIFELONG: &str = "lifelong";
 /// Examples per class (per task without labels) in the page's lifelong presets: enough for the
 /// page's default split (8 training and 8 validation shots) and a test set of the rest.
 const LIFELONG_PER_CLASS: usize = 26;
-/// Inputs (news articles, documents to summarise) are cut to this many words: the model reads
-/// 128 tokens of them.
-const LIFELONG_WORDS: usize = 100;
 
 /// `OUT/lifelong.txt` (the `lifelong` suite), `OUT/lifelong-classification.txt` (its
 /// classification tasks) and `OUT/generation.txt` (DMEA's `generation` suite): task sequences as
 /// a person would paste them in the page's Lifelong section, `# name (type)` headers over
 /// `input<TAB>target` lines, in the authors' type order.
-fn lifelong_presets(data: &Path, m: &Manifest, out: &Path) -> Result<(), String> {
+fn lifelong_presets(
+    data: &Path,
+    m: &Manifest,
+    out: &Path,
+    tokenizer: &T5Tokenizer,
+) -> Result<(), String> {
     use metaprompt::lifelong::TaskType;
     let blocks = |suite: &str| -> Result<Vec<(TaskType, String)>, String> {
         let mut infos = m.suite(suite).map_err(|e| e.to_string())?;
         infos.sort_by_key(|t| TaskType::of(t.kind));
         infos
             .into_iter()
-            .map(|t| Ok((TaskType::of(t.kind), sequence_block(data, t)?)))
+            .map(|t| Ok((TaskType::of(t.kind), sequence_block(data, t, tokenizer)?)))
             .collect()
     };
     let write = |name: &str, blocks: Vec<&str>| -> Result<(), String> {
@@ -265,32 +317,36 @@ fn lifelong_presets(data: &Path, m: &Manifest, out: &Path) -> Result<(), String>
     )
 }
 
-/// One task of a preset sequence: its header and `LIFELONG_PER_CLASS` examples per class.
-fn sequence_block(data: &Path, t: &metaprompt::tasks::TaskInfo) -> Result<String, String> {
+/// One task of a preset sequence: its header and `LIFELONG_PER_CLASS` examples per class, inputs
+/// (news articles, documents to summarise) cut to the learner's token limit at a word. A NER
+/// sentence is never cut (its spans must stay in it): one over the limit is left out, and said.
+fn sequence_block(
+    data: &Path,
+    t: &metaprompt::tasks::TaskInfo,
+    tokenizer: &T5Tokenizer,
+) -> Result<String, String> {
     use metaprompt::lifelong::TaskType;
-    let flat = |s: &str, words: usize| {
-        s.split_whitespace()
-            .take(words)
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let max = metaprompt::lifelong::LifelongConfig::default().max_input;
+    let flat = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
     let ty = TaskType::of(t.kind);
     let mut text = format!("# {} ({})\n", t.name, ty.name().to_lowercase());
     let pool = store::read_split(data, t, "train").map_err(|e| e.to_string())?;
     let labels = t.kind.has_labels().then_some(t.labels.as_slice());
-    // NER's spans must stay in the sentence (tweets are short anyway).
-    let words = if ty == TaskType::Ner {
-        usize::MAX
-    } else {
-        LIFELONG_WORDS
-    };
+    let mut left_out = 0;
     for e in tasks::sampling::k_shot(&pool, LIFELONG_PER_CLASS, labels, 17) {
         let target = metaprompt::prompt::eval::target_text(t, &e);
-        text.push_str(&format!(
-            "{}\t{}\n",
-            flat(&e.input, words),
-            flat(target, usize::MAX)
-        ));
+        let input = fit(tokenizer, &e.input, max)?;
+        if ty == TaskType::Ner && input != flat(&e.input) {
+            left_out += 1;
+            continue;
+        }
+        text.push_str(&format!("{input}\t{}\n", flat(target)));
+    }
+    if left_out > 0 {
+        println!(
+            "{}: {left_out} sentences over {max} tokens left out",
+            t.name
+        );
     }
     Ok(text)
 }
@@ -362,4 +418,31 @@ fn relations_preset(data: &Path, m: &Manifest, out: &Path) -> Result<(), String>
         pool.len().min(PRESET_POOL)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A preset's input is the longest whole-word start within the limit; a short one is kept
+    /// whole (spaces flattened).
+    #[test]
+    fn a_preset_input_is_cut_at_a_word_to_the_token_limit() {
+        let bytes = std::fs::read("models/flan-t5-small/tokenizer.json").unwrap();
+        let t = T5Tokenizer::from_bytes(&bytes).unwrap();
+        let count = |s: &str| t.encode(s).unwrap().len();
+        assert_eq!(fit(&t, "a  short\n input", 16).unwrap(), "a short input");
+        let long = "the quick brown fox jumps over the lazy dog ".repeat(30);
+        for max in [8, 20, 128] {
+            let cut = fit(&t, &long, max).unwrap();
+            assert!(count(&cut) <= max, "{max}: {cut}");
+            let words = cut.split(' ').count();
+            let one_more: Vec<&str> = long.split_whitespace().take(words + 1).collect();
+            assert!(
+                count(&one_more.join(" ")) > max,
+                "{max}: a word more still fits"
+            );
+            assert!(long.starts_with(&cut));
+        }
+    }
 }
