@@ -4,6 +4,8 @@
 pub mod clock;
 pub mod compare;
 pub mod cpu;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fuzzing;
 pub mod gpu;
 pub mod graph;
 pub mod kernels;
