@@ -300,9 +300,13 @@ fn csv_rows(text: &str, header_index: usize, (ci, cl): (usize, usize)) -> Vec<Ca
         .map(str::len)
         .sum();
     let body = &text[body_start.min(text.len())..];
+    // Records end at '\n' only, as `str::lines` counts the paste's lines: csv's default also
+    // ends one at a bare '\r' without counting a line, which gave two records one line number
+    // (found by fuzzing). The '\r' of a CRLF ending is trimmed off the last field below.
     let mut r = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
+        .terminator(csv::Terminator::Any(b'\n'))
         .from_reader(body.as_bytes());
     let mut rows = Vec::new();
     let mut rec = csv::StringRecord::new();
@@ -316,7 +320,7 @@ fn csv_rows(text: &str, header_index: usize, (ci, cl): (usize, usize)) -> Vec<Ca
                 }
                 let get = |i: usize, name: &str| {
                     rec.get(i)
-                        .map(String::from)
+                        .map(|f| f.strip_suffix('\r').unwrap_or(f).to_string())
                         .ok_or_else(|| LineProblem::MissingField(name.into()))
                 };
                 rows.push((
@@ -339,6 +343,20 @@ fn csv_rows(text: &str, header_index: usize, (ci, cl): (usize, usize)) -> Vec<Ca
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// CRLF endings parse as LF ones; a bare '\r' inside a record neither ends it nor shifts
+    /// the line numbers (fuzzing found a kept and a rejected line sharing one number).
+    #[test]
+    fn csv_lines_end_at_newlines_only() {
+        let crlf = parse("text,label\r\nhello,pos\r\n\"bye\",neg\r\n", &Limits::default());
+        assert_eq!(crlf.lines, [2, 3]);
+        assert_eq!(crlf.labels, ["pos", "neg"]);
+        assert_eq!(crlf.examples[1].input, "bye");
+        let bare = parse("text,label\na\rb,pos\nc,neg\nd\n", &Limits::default());
+        assert_eq!(bare.lines, [2, 3]);
+        assert_eq!(bare.rejected.len(), 1);
+        assert_eq!(bare.rejected[0].line, 4);
+    }
 
     #[test]
     fn a_paste_over_the_size_limit_is_refused_whole_with_its_size() {
