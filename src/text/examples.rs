@@ -348,7 +348,10 @@ mod tests {
     /// the line numbers (fuzzing found a kept and a rejected line sharing one number).
     #[test]
     fn csv_lines_end_at_newlines_only() {
-        let crlf = parse("text,label\r\nhello,pos\r\n\"bye\",neg\r\n", &Limits::default());
+        let crlf = parse(
+            "text,label\r\nhello,pos\r\n\"bye\",neg\r\n",
+            &Limits::default(),
+        );
         assert_eq!(crlf.lines, [2, 3]);
         assert_eq!(crlf.labels, ["pos", "neg"]);
         assert_eq!(crlf.examples[1].input, "bye");
