@@ -11,6 +11,9 @@ secs=${1:-600}
 shift || true
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(paste checkpoint peft config record)
+# cargo-fuzz builds into fuzz/target (an ASan build of the whole library: about 40 minutes cold
+# on 2 cores); a CARGO_TARGET_DIR from the test script would send it elsewhere, cold again.
+unset CARGO_TARGET_DIR
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   echo "[fuzz] cargo install cargo-fuzz"
   cargo +nightly install --locked cargo-fuzz
